@@ -1,0 +1,1 @@
+"""Kafka joiners: move records between Kafka topics and the label core (see issue: Kafka mode)."""

@@ -1,0 +1,1 @@
+"""labelloop: streaming natural-label collection."""

@@ -1,0 +1,51 @@
+"""The FastAPI application factory; the lifespan builds the engine and the window sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import errors
+from service.api.routes import ingest, ops, reads
+from service.api.runtime import Clock, Runtime, utcnow
+from service.config import Settings
+from service.core.policy import load_policies
+from service.store import migrate
+from service.store.database import Database, create_engine
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastAPI:
+    settings = settings or Settings()
+    policies = load_policies(settings.policies)  # an invalid file stops start-up here
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, application_name="labelloop-api")
+        if settings.should_migrate_on_start:
+            await migrate.upgrade(engine)
+        runtime = Runtime(settings=settings, policies=policies, db=Database(engine), clock=clock)
+        app.state.runtime = runtime
+        ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await runtime.db.dispose()
+
+    app = FastAPI(
+        title="labelloop",
+        version="0.1.0",
+        summary="Joins served predictions with later events into training labels.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(ingest.router)
+    app.include_router(reads.router)
+    app.include_router(ops.router)
+    return app

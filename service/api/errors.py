@@ -1,0 +1,64 @@
+"""Every 4xx answers JSON naming the field and the reason:
+{"error": "...", "detail": [{"loc": [...], "field": "events[3].type", "msg": "..."}]}."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from service.store.repository import InvalidRecord, RecordConflict
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, detail: list[dict[str, Any]]) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    path = ""
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def problem(loc: Sequence[str | int], msg: str, **extra: Any) -> dict[str, Any]:
+    return {"loc": list(loc), "field": field_path(loc), "msg": msg, **extra}
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError, prefix: Sequence[str | int]) -> BadRequest:
+    detail = [problem([*prefix, *err["loc"]], err["msg"], type=err["type"]) for err in exc.errors()]
+    return BadRequest(422, "validation_error", detail)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [problem(err["loc"], err["msg"], type=err["type"]) for err in exc.errors()]
+        return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
+
+    @app.exception_handler(RecordConflict)
+    async def _conflict(_: Request, exc: RecordConflict) -> JSONResponse:
+        detail = [problem(["body", exc.field], "already stored with different content", ids=exc.ids)]
+        return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
+
+    @app.exception_handler(InvalidRecord)
+    async def _invalid_record(request: Request, exc: InvalidRecord) -> JSONResponse:
+        collection, index, field = exc.loc
+        loc: list[str | int] = ["body", collection, index, field]
+        if not getattr(request.state, "batch", True):
+            loc = ["body", field]
+        return JSONResponse({"error": "validation_error", "detail": [problem(loc, exc.reason)]}, status_code=422)

@@ -1,0 +1,62 @@
+"""Prometheus metrics of one process, on a registry of its own (one per app, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.store.stats import StatsDelta
+
+DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.records = Counter(
+            "labelloop_records_ingested",
+            "Records accepted or recognised as duplicates.",
+            ["record", "outcome"],
+            registry=self.registry,
+        )
+        self.labels = Counter(
+            "labelloop_labels",
+            "Labels issued or revised, by the kind they took.",
+            ["use_case", "kind"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "labelloop_event_outcomes",
+            "Joined events by outcome: too_late, clock_skew, invalid, orphans_expired.",
+            ["use_case", "outcome"],
+            registry=self.registry,
+        )
+        self.delay = Histogram(
+            "labelloop_feedback_delay_seconds",
+            "Time from serving a prediction to an event about it.",
+            ["use_case", "event_type"],
+            buckets=DELAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "labelloop_pending_windows",
+            "Predictions whose label is not final yet.",
+            ["use_case"],
+            registry=self.registry,
+        )
+        self.watermark_lag = Gauge(
+            "labelloop_watermark_lag_seconds", "Wall clock minus the watermark.", registry=self.registry
+        )
+
+    def record(self, record: str, accepted: int, duplicates: int) -> None:
+        self.records.labels(record, "accepted").inc(accepted)
+        self.records.labels(record, "duplicate").inc(duplicates)
+
+    def apply(self, delta: StatsDelta) -> None:
+        """Count what a committed unit of work did."""
+        for (use_case, name, _, _), n in delta.counters.items():
+            if name.startswith("labels_") and n > 0:
+                self.labels.labels(use_case, name.removeprefix("labels_")).inc(n)
+            elif name in ("too_late", "clock_skew", "invalid_events", "orphans_expired") and n > 0:
+                self.events.labels(use_case, name).inc(n)
+        for use_case, event_type, delay_s in delta.delays:
+            self.delay.labels(use_case, event_type).observe(delay_s)

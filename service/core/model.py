@@ -1,0 +1,82 @@
+"""The values the label core reasons about, free of any storage or transport type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from service.core.policy import LabelKind
+
+EventValue = float | int | str | bool | None
+LabelValue = float | int | str
+
+
+class LabelStatus(StrEnum):
+    PROVISIONAL = "provisional"
+    FINAL = "final"
+
+
+class Phase(StrEnum):
+    """Where a prediction stands against the watermark."""
+
+    OPEN = "open"  # watermark before the window end W
+    CLOSED = "closed"  # W passed, seal S not yet: late events may still revise
+    FINAL = "final"  # S passed: the label never changes again
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """An event joined to its prediction, as resolution sees it."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    value: EventValue
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    event_id: str
+    type: str
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A resolved label: its value, its kind, the rule that made it and the events behind it."""
+
+    label: LabelValue
+    kind: LabelKind
+    rule: str
+    sources: tuple[Source, ...]
+    feedback_delay_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """A served prediction as an app reported it (served_at None: the time it was received)."""
+
+    prediction_id: str
+    use_case: str
+    served_at: datetime | None = None
+    model: str | None = None
+    model_version: str | None = None
+    subject_id: str | None = None
+    features: dict[str, object] | None = None
+    output: dict[str, object] | None = None
+    context: dict[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A behavioral event as an app reported it (occurred_at None: the time it was received)."""
+
+    event_id: str
+    prediction_id: str
+    type: str
+    occurred_at: datetime | None = None
+    value: EventValue = None
+    actor: str | None = None
+    payload: dict[str, object] | None = None

@@ -1,0 +1,140 @@
+"""Label policies: what each event type means per use case, windows, lateness and resolution."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept "10m", "1h", "90d", "500ms" (and numbers of seconds) besides pydantic's own formats."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class LabelKind(StrEnum):
+    EXPLICIT = "explicit"
+    BEHAVIORAL = "behavioral"
+    NATURAL = "natural"
+    IMPLICIT_NEGATIVE = "implicit_negative"
+
+
+class EventKind(StrEnum):
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+    EXPLICIT = "explicit"
+    NATURAL = "natural"
+
+
+class EventRule(BaseModel):
+    """What one event type means for a use case."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: EventKind
+    rank: int = Field(0, description="Among behavioral events, the higher rank decides the label.")
+    positive_at_least: float | None = Field(
+        None, description="Explicit, binary: a numeric value at or above this is 1, below it 0."
+    )
+    values: dict[str, float] | None = Field(
+        None, description="Explicit: maps string values (thumbs_up, ...) to labels."
+    )
+
+    @model_validator(mode="after")
+    def _mapping_only_for_explicit(self) -> EventRule:
+        if self.kind is not EventKind.EXPLICIT and (self.positive_at_least is not None or self.values):
+            raise ValueError("positive_at_least and values apply to explicit events only")
+        return self
+
+
+class UseCasePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["binary", "regression"]
+    events: dict[str, EventRule] = Field(min_length=1)
+    window: Duration
+    allowed_lateness: Duration = timedelta(0)
+    late_policy: Literal["revise", "ignore"] = "revise"
+    on_window_close: Literal["implicit_negative", "expire"] | None = Field(
+        None, description="Default: implicit_negative for binary, expire for regression."
+    )
+    priority: tuple[LabelKind, ...] = (
+        LabelKind.EXPLICIT,
+        LabelKind.BEHAVIORAL,
+        LabelKind.NATURAL,
+        LabelKind.IMPLICIT_NEGATIVE,
+    )
+    explicit_resolution: Literal["latest", "majority"] = "latest"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UseCasePolicy:
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        if self.allowed_lateness < timedelta(0):
+            raise ValueError("allowed_lateness must not be negative")
+        if self.on_window_close is None:
+            default = "implicit_negative" if self.task == "binary" else "expire"
+            object.__setattr__(self, "on_window_close", default)
+        if self.task == "regression" and self.on_window_close == "implicit_negative":
+            raise ValueError("implicit_negative needs a binary task; regression windows expire")
+        if sorted(self.priority) != sorted(LabelKind):
+            raise ValueError(f"priority must list each label kind once: {[k.value for k in LabelKind]}")
+        for name, rule in self.events.items():
+            if self.task == "binary" and rule.kind is EventKind.NATURAL:
+                raise ValueError(f"events.{name}: natural values need a regression task")
+            if self.task == "regression" and rule.kind in (EventKind.POSITIVE, EventKind.NEGATIVE):
+                raise ValueError(f"events.{name}: positive/negative signals need a binary task")
+        return self
+
+    @property
+    def seal_delay(self) -> timedelta:
+        """Time after the window end during which late events still count (0 under `ignore`)."""
+        return timedelta(0) if self.late_policy == "ignore" else self.allowed_lateness
+
+
+class PolicySet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    use_cases: dict[str, UseCasePolicy] = Field(min_length=1)
+
+    def event_types(self) -> frozenset[str]:
+        return frozenset(t for uc in self.use_cases.values() for t in uc.events)
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file, the path and the reason."""
+
+
+BUNDLED_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+
+def load_policies(path: Path) -> PolicySet:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return PolicySet.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PolicyError(f"{path}: invalid policy: {problems}") from exc

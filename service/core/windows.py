@@ -1,0 +1,78 @@
+"""Event-time windows and the watermark that closes them.
+
+A prediction's window ends at W = served_at + window and its label is sealed at S = W + seal delay.
+The watermark is the highest event time seen minus the allowed disorder; only when nothing has
+arrived for the idle timeout does the wall clock stand in for it. That stand-in is never stored,
+so records arriving again (a backfill of old timestamps) are judged by their own event times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from service.core.model import Phase
+from service.core.policy import UseCasePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    window_end: datetime
+    seal_at: datetime
+
+
+def deadlines(policy: UseCasePolicy, served_at: datetime) -> Deadlines:
+    window_end = served_at + policy.window
+    return Deadlines(window_end=window_end, seal_at=window_end + policy.seal_delay)
+
+
+def phase_at(deadline: Deadlines, watermark: datetime | None) -> Phase:
+    if watermark is None or watermark < deadline.window_end:
+        return Phase.OPEN
+    if watermark < deadline.seal_at:
+        return Phase.CLOSED
+    return Phase.FINAL
+
+
+class EventTiming(StrEnum):
+    COUNTED = "counted"
+    TOO_LATE = "too_late"
+
+
+def event_timing(deadline: Deadlines, occurred_at: datetime, phase: Phase) -> EventTiming:
+    """An event counts when it occurred by the seal and its label is not final yet."""
+    if phase is Phase.FINAL or occurred_at > deadline.seal_at:
+        return EventTiming.TOO_LATE
+    return EventTiming.COUNTED
+
+
+@dataclass(frozen=True, slots=True)
+class WatermarkState:
+    max_event_time: datetime | None = None
+    last_arrival_at: datetime | None = None
+
+
+def observe(state: WatermarkState, event_times: list[datetime], now: datetime) -> WatermarkState:
+    """Record arrivals. Event times ahead of the wall clock are capped at it, so one client with
+    a skewed clock cannot close everybody's windows early."""
+    if not event_times:
+        return state
+    newest = min(max(event_times), now)
+    current = state.max_event_time
+    return WatermarkState(
+        max_event_time=newest if current is None or newest > current else current,
+        last_arrival_at=now,
+    )
+
+
+def effective_watermark(
+    state: WatermarkState, now: datetime, disorder: timedelta, idle_timeout: timedelta
+) -> datetime | None:
+    """The time up to which all events are taken to have arrived."""
+    from_events = None if state.max_event_time is None else state.max_event_time - disorder
+    idle = state.last_arrival_at is None or now - state.last_arrival_at >= idle_timeout
+    if not idle:
+        return from_events
+    from_clock = now - disorder
+    return from_clock if from_events is None or from_clock > from_events else from_events

@@ -1,0 +1,1 @@
+"""Storage: tables, the database factory and the repository that applies the core's decisions."""

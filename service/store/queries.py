@@ -1,0 +1,276 @@
+"""Reads: a prediction's lineage, dataset pages and the feedback-loop figures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.core.histogram import quantile
+from service.core.policy import LabelKind
+from service.store.stats import served_hour
+from service.store.tables import delay_buckets, delay_max, events, label_history, predictions, stat_counters
+
+
+async def lineage(conn: AsyncConnection, prediction_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(predictions).where(predictions.c.prediction_id == prediction_id))).one_or_none()
+    if row is None:
+        return None
+    p = row._mapping
+    event_rows = await conn.execute(
+        select(events).where(events.c.prediction_id == prediction_id).order_by(events.c.occurred_at, events.c.event_id)
+    )
+    history_rows = await conn.execute(
+        select(label_history).where(label_history.c.prediction_id == prediction_id).order_by(label_history.c.seq)
+    )
+    return {
+        "prediction": {
+            k: p[k]
+            for k in (
+                "prediction_id",
+                "use_case",
+                "model",
+                "model_version",
+                "served_at",
+                "subject_id",
+                "features",
+                "output",
+                "context",
+                "received_at",
+            )
+        },
+        "window_end": p["window_end"],
+        "seal_at": p["seal_at"],
+        "phase": p["phase"],
+        "label": None
+        if p["label_kind"] is None
+        else {
+            "label": p["label"],
+            "label_kind": p["label_kind"],
+            "status": p["label_status"],
+            "rule": p["label_rule"],
+            "sources": p["label_sources"],
+            "revision": p["revision"],
+            "seq": p["seq"],
+            "feedback_delay_s": p["feedback_delay_s"],
+        },
+        "events": [
+            {
+                k: e._mapping[k]
+                for k in (
+                    "event_id",
+                    "type",
+                    "occurred_at",
+                    "value",
+                    "actor",
+                    "payload",
+                    "received_at",
+                    "disposition",
+                    "reason",
+                )
+            }
+            for e in event_rows
+        ],
+        "history": [
+            {
+                k: h._mapping[k]
+                for k in (
+                    "revision",
+                    "seq",
+                    "label",
+                    "kind",
+                    "rule",
+                    "sources",
+                    "status",
+                    "feedback_delay_s",
+                    "recorded_at",
+                    "watermark",
+                )
+            }
+            for h in history_rows
+        ],
+    }
+
+
+DATASET_COLUMNS = (
+    "prediction_id",
+    "model",
+    "model_version",
+    "served_at",
+    "subject_id",
+    "features",
+    "output",
+    "label",
+    "label_kind",
+    "status",
+    "sources",
+    "feedback_delay_s",
+    "revision",
+    "seq",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFilter:
+    use_case: str
+    since: int = 0
+    model: str | None = None
+    model_version: str | None = None
+    served_from: datetime | None = None
+    served_to: datetime | None = None
+    final_only: bool = False
+
+
+def _dataset_query(f: DatasetFilter, after: int, limit: int) -> Select[Any]:
+    query = (
+        select(
+            predictions.c.prediction_id,
+            predictions.c.model,
+            predictions.c.model_version,
+            predictions.c.served_at,
+            predictions.c.subject_id,
+            predictions.c.features,
+            predictions.c.output,
+            predictions.c.label,
+            predictions.c.label_kind,
+            predictions.c.label_status.label("status"),
+            predictions.c.label_sources.label("sources"),
+            predictions.c.feedback_delay_s,
+            predictions.c.revision,
+            predictions.c.seq,
+        )
+        .where(predictions.c.use_case == f.use_case, predictions.c.seq > after)
+        .order_by(predictions.c.seq)
+        .limit(limit)
+    )
+    if f.model is not None:
+        query = query.where(predictions.c.model == f.model)
+    if f.model_version is not None:
+        query = query.where(predictions.c.model_version == f.model_version)
+    if f.served_from is not None:
+        query = query.where(predictions.c.served_at >= f.served_from)
+    if f.served_to is not None:
+        query = query.where(predictions.c.served_at < f.served_to)
+    if f.final_only:
+        query = query.where(predictions.c.label_status == "final")
+    return query
+
+
+async def dataset_page(conn: AsyncConnection, f: DatasetFilter, after: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` labeled rows with seq > after, in seq order (a keyset page)."""
+    result = await conn.execute(_dataset_query(f, after, limit))
+    return [dict(zip(DATASET_COLUMNS, row, strict=True)) for row in result]
+
+
+async def feedback_loop(
+    conn: AsyncConnection, use_case: str | None, since: datetime | None, known_use_cases: list[str]
+) -> dict[str, Any]:
+    """Figures per use case and event type, over predictions served since `since` (to the hour)."""
+    hour_from = served_hour(since) if since is not None else None
+
+    def scoped(query: Select[Any], table: Any) -> Select[Any]:
+        if use_case is not None:
+            query = query.where(table.c.use_case == use_case)
+        if hour_from is not None:
+            query = query.where(table.c.served_hour >= hour_from)
+        return query
+
+    counters: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    result = await conn.execute(
+        scoped(
+            select(
+                stat_counters.c.use_case,
+                stat_counters.c.name,
+                stat_counters.c.event_type,
+                func.sum(stat_counters.c.value),
+            ).group_by(stat_counters.c.use_case, stat_counters.c.name, stat_counters.c.event_type),
+            stat_counters,
+        )
+    )
+    for uc, name, event_type, total in result:
+        counters[uc][(name, event_type)] += int(total)
+    buckets: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    result = await conn.execute(
+        scoped(
+            select(
+                delay_buckets.c.use_case,
+                delay_buckets.c.event_type,
+                delay_buckets.c.bucket,
+                func.sum(delay_buckets.c.count),
+            ).group_by(delay_buckets.c.use_case, delay_buckets.c.event_type, delay_buckets.c.bucket),
+            delay_buckets,
+        )
+    )
+    for uc, event_type, bucket, count in result:
+        buckets[(uc, event_type)][bucket] = int(count)
+    result = await conn.execute(
+        scoped(
+            select(delay_max.c.use_case, delay_max.c.event_type, func.max(delay_max.c.max_s)).group_by(
+                delay_max.c.use_case, delay_max.c.event_type
+            ),
+            delay_max,
+        )
+    )
+    maxima = {(uc, event_type): float(m) for uc, event_type, m in result}
+
+    names = [use_case] if use_case is not None else known_use_cases
+    report: dict[str, Any] = {}
+    for uc in names:
+        c = counters.get(uc, {})
+
+        def total(name: str, c: dict[tuple[str, str], int] = c) -> int:
+            return sum(v for (n, _), v in c.items() if n == name)
+
+        def per_type(name: str, c: dict[tuple[str, str], int] = c) -> dict[str, int]:
+            return {t: v for (n, t), v in c.items() if n == name and v}
+
+        served = total("served")
+        labels_by_kind = {kind.value: total(f"labels_{kind.value}") for kind in LabelKind}
+        labeled = sum(labels_by_kind.values())
+        delays = {}
+        for (bucket_uc, event_type), counts in sorted(buckets.items()):
+            if bucket_uc != uc:
+                continue
+            max_s = maxima.get((uc, event_type), 0.0)
+            delays[event_type] = {
+                "count": sum(counts.values()),
+                "p50_s": quantile(counts, 0.50, max_s),
+                "p90_s": quantile(counts, 0.90, max_s),
+                "p99_s": quantile(counts, 0.99, max_s),
+                "max_s": max_s,
+            }
+        report[uc] = {
+            "served": served,
+            "labeled": labeled,
+            "coverage": labeled / served if served else None,
+            "pending": served - total("finalized"),
+            "labels_by_kind": labels_by_kind,
+            "feedback_delay": delays,
+            "events": per_type("events"),
+            "late_events": total("too_late"),
+            "late_events_by_type": per_type("too_late"),
+            "revisions": total("revisions"),
+            "label_changes": total("label_changes"),
+            "clock_skew": total("clock_skew"),
+            "clock_skew_by_type": per_type("clock_skew"),
+            "expired": total("expired"),
+            "invalid_events": total("invalid_events"),
+        }
+    orphans_expired = sum(v for (n, _), v in counters.get("", {}).items() if n == "orphans_expired")
+    return {"use_cases": report, "orphans_expired": orphans_expired}
+
+
+async def pending_by_use_case(conn: AsyncConnection) -> dict[str, int]:
+    result = await conn.execute(
+        select(stat_counters.c.use_case, stat_counters.c.name, func.sum(stat_counters.c.value))
+        .where(stat_counters.c.name.in_(("served", "finalized")))
+        .group_by(stat_counters.c.use_case, stat_counters.c.name)
+    )
+    pending: dict[str, int] = defaultdict(int)
+    for uc, name, total in result:
+        pending[uc] += int(total) if name == "served" else -int(total)
+    return dict(pending)

@@ -1,0 +1,537 @@
+"""Where a record becomes part of the label state: the repository applies the core's decisions to
+the tables inside the caller's transaction. Nothing here commits; durability is the commit the
+caller makes after these calls return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.core.labels import CurrentLabel, label_change
+from service.core.model import (
+    EventRecord,
+    Evidence,
+    LabelStatus,
+    Phase,
+    PredictionRecord,
+    Source,
+)
+from service.core.policy import LabelKind, PolicySet
+from service.core.resolution import InvalidValue, resolve, validate_value
+from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
+from service.store.database import dialect_insert
+from service.store.stats import StatsDelta, served_hour
+from service.store.tables import dataset_seqs, events, label_history, predictions
+
+CHUNK = 500  # ids per IN (...) lookup
+
+
+class InvalidRecord(Exception):
+    """A record the policies reject; nothing of its request may be stored."""
+
+    def __init__(self, collection: str, index: int, field: str, reason: str) -> None:
+        super().__init__(f"{collection}[{index}].{field}: {reason}")
+        self.loc = (collection, index, field)
+        self.reason = reason
+
+
+class RecordConflict(Exception):
+    """An id that is already stored with different content."""
+
+    def __init__(self, field: str, ids: Sequence[str]) -> None:
+        super().__init__(f"{field} already stored with different content: {', '.join(ids)}")
+        self.field = field
+        self.ids = list(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def content_hash(record: PredictionRecord | EventRecord) -> str:
+    """A digest of the record exactly as the client sent it (defaults not filled in), so a retry
+    of the same request is recognised as a duplicate."""
+    return hashlib.sha256(orjson.dumps(asdict(record), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _split_duplicates(
+    field: str, keyed: list[tuple[str, str, Any]], stored: dict[str, str]
+) -> tuple[list[tuple[str, str, Any]], int]:
+    """Drop records whose id is already stored or repeated in the batch with the same content;
+    raise RecordConflict naming every id whose content differs."""
+    fresh: list[tuple[str, str, Any]] = []
+    seen = dict(stored)
+    duplicates = 0
+    conflicts: list[str] = []
+    for key, digest, record in keyed:
+        known = seen.get(key)
+        if known is None:
+            seen[key] = digest
+            fresh.append((key, digest, record))
+        elif known == digest:
+            duplicates += 1
+        else:
+            conflicts.append(key)
+    if conflicts:
+        raise RecordConflict(field, sorted(set(conflicts)))
+    return fresh, duplicates
+
+
+@dataclass(slots=True)
+class _Prediction:
+    """The part of a stored prediction that labeling reads and writes."""
+
+    row_id: int
+    prediction_id: str
+    use_case: str
+    served_at: datetime
+    deadline: Deadlines
+    phase: Phase
+    current: CurrentLabel | None
+    feedback_delay_s: float | None
+    seq: int | None
+    stored_phase: Phase
+    touched: bool = False  # a new counted event or a phase change: resolve again
+    needs_seq: bool = False  # the dataset row changed: label or status
+
+    @property
+    def hour(self) -> int:
+        return served_hour(self.served_at)
+
+
+_PREDICTION_COLUMNS = (
+    predictions.c.id,
+    predictions.c.prediction_id,
+    predictions.c.use_case,
+    predictions.c.served_at,
+    predictions.c.window_end,
+    predictions.c.seal_at,
+    predictions.c.phase,
+    predictions.c.label,
+    predictions.c.label_kind,
+    predictions.c.label_rule,
+    predictions.c.label_sources,
+    predictions.c.label_status,
+    predictions.c.revision,
+    predictions.c.seq,
+    predictions.c.feedback_delay_s,
+)
+
+
+def _prediction_from_row(row: Any) -> _Prediction:
+    current = None
+    if row.label_kind is not None:
+        current = CurrentLabel(
+            label=row.label,
+            kind=LabelKind(row.label_kind),
+            rule=row.label_rule,
+            sources=tuple(Source(**s) for s in row.label_sources),
+            revision=row.revision,
+            status=LabelStatus(row.label_status),
+        )
+    return _Prediction(
+        row_id=row.id,
+        prediction_id=row.prediction_id,
+        use_case=row.use_case,
+        served_at=row.served_at,
+        deadline=Deadlines(window_end=row.window_end, seal_at=row.seal_at),
+        phase=Phase(row.phase),
+        stored_phase=Phase(row.phase),
+        current=current,
+        feedback_delay_s=row.feedback_delay_s,
+        seq=row.seq,
+    )
+
+
+class Labeler:
+    """Applies the label core to the stored state, inside one caller-owned transaction."""
+
+    def __init__(self, conn: AsyncConnection, policies: PolicySet, now: datetime, orphan_ttl: timedelta) -> None:
+        self.conn = conn
+        self.policies = policies
+        self.now = now
+        self.orphan_ttl = orphan_ttl
+        self.stats = StatsDelta()
+        self.watermark: datetime | None = None  # recorded in the label history
+
+    # -- predictions -----------------------------------------------------------------------
+
+    async def add_predictions(self, records: Sequence[PredictionRecord]) -> IngestResult:
+        for index, record in enumerate(records):
+            if record.use_case not in self.policies.use_cases:
+                raise InvalidRecord(
+                    "predictions",
+                    index,
+                    "use_case",
+                    f"unknown use case {record.use_case!r}; known: {sorted(self.policies.use_cases)}",
+                )
+        keyed = [(r.prediction_id, content_hash(r), r) for r in records]
+        stored = await self._stored_hashes(predictions.c.prediction_id, predictions.c.content_hash, keyed)
+        fresh, duplicates = _split_duplicates("prediction_id", keyed, stored)
+        if not fresh:
+            return IngestResult(accepted=0, duplicates=duplicates)
+        rows = []
+        for _, digest, record in fresh:
+            served_at = record.served_at or self.now
+            deadline = deadlines(self.policies.use_cases[record.use_case], served_at)
+            rows.append(
+                {
+                    "prediction_id": record.prediction_id,
+                    "use_case": record.use_case,
+                    "model": record.model,
+                    "model_version": record.model_version,
+                    "served_at": served_at,
+                    "subject_id": record.subject_id,
+                    "features": record.features,
+                    "output": record.output,
+                    "context": record.context,
+                    "content_hash": digest,
+                    "received_at": self.now,
+                    "window_end": deadline.window_end,
+                    "seal_at": deadline.seal_at,
+                    "phase": Phase.OPEN.value,
+                    "deadline": deadline.window_end,
+                }
+            )
+            self.stats.count(record.use_case, "served", served_hour(served_at))
+        await self.conn.execute(predictions.insert(), rows)
+        await self._join_orphans([r["prediction_id"] for r in rows])
+        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+
+    async def _join_orphans(self, prediction_ids: list[str]) -> None:
+        orphans: list[Any] = []
+        for chunk in _chunks(prediction_ids):
+            result = await self.conn.execute(
+                select(events).where(events.c.prediction_id.in_(chunk), events.c.disposition == "orphan")
+            )
+            orphans.extend(result.all())
+        if not orphans:
+            return
+        preds = await self._load_predictions(sorted({o.prediction_id for o in orphans}))
+        updates = []
+        for orphan in orphans:
+            pred = preds[orphan.prediction_id]
+            policy = self.policies.use_cases[pred.use_case]
+            reason = None
+            if orphan.type not in policy.events:
+                reason = f"event type {orphan.type!r} unknown to use case {pred.use_case!r}"
+            else:
+                try:
+                    validate_value(policy, orphan.type, orphan.value)
+                except InvalidValue as exc:
+                    reason = f"value {exc}"
+            if reason is None:
+                disposition = self._join(pred, orphan.type, orphan.occurred_at).value
+            else:
+                disposition = "invalid"
+                self.stats.count(pred.use_case, "invalid_events", pred.hour, event_type=orphan.type)
+            updates.append({"row_id": orphan.id, "new_disposition": disposition, "new_reason": reason})
+        await self.conn.execute(
+            update(events)
+            .where(events.c.id == bindparam("row_id"))
+            .values(
+                disposition=bindparam("new_disposition"),
+                reason=bindparam("new_reason"),
+                orphan_expires_at=None,
+            ),
+            updates,
+        )
+        await self._relabel(list(preds.values()))
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def add_events(self, records: Sequence[EventRecord]) -> IngestResult:
+        preds = await self._load_predictions(sorted({r.prediction_id for r in records}))
+        for index, record in enumerate(records):
+            self._validate_event(index, record, preds.get(record.prediction_id))
+        keyed = [(r.event_id, content_hash(r), r) for r in records]
+        stored = await self._stored_hashes(events.c.event_id, events.c.content_hash, keyed)
+        fresh, duplicates = _split_duplicates("event_id", keyed, stored)
+        if not fresh:
+            return IngestResult(accepted=0, duplicates=duplicates)
+        rows = []
+        for _, digest, record in fresh:
+            occurred_at = record.occurred_at or self.now
+            pred = preds.get(record.prediction_id)
+            if pred is None:
+                disposition, expires = "orphan", self.now + self.orphan_ttl
+            else:
+                disposition, expires = self._join(pred, record.type, occurred_at).value, None
+            rows.append(
+                {
+                    "event_id": record.event_id,
+                    "prediction_id": record.prediction_id,
+                    "type": record.type,
+                    "occurred_at": occurred_at,
+                    "value": record.value,
+                    "actor": record.actor,
+                    "payload": record.payload,
+                    "content_hash": digest,
+                    "received_at": self.now,
+                    "disposition": disposition,
+                    "orphan_expires_at": expires,
+                }
+            )
+        await self.conn.execute(events.insert(), rows)
+        await self._relabel([p for p in preds.values() if p.touched])
+        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+
+    def _validate_event(self, index: int, record: EventRecord, pred: _Prediction | None) -> None:
+        if pred is not None:
+            candidates = [self.policies.use_cases[pred.use_case]]
+            allowed = sorted(candidates[0].events)
+            scope = f"use case {pred.use_case!r}"
+        else:  # not joinable yet: it must make sense for at least one use case
+            candidates = [p for p in self.policies.use_cases.values() if record.type in p.events]
+            allowed = sorted(self.policies.event_types())
+            scope = "any use case (its prediction is not known yet)"
+        candidates = [p for p in candidates if record.type in p.events]
+        if not candidates:
+            raise InvalidRecord(
+                "events", index, "type", f"unknown event type {record.type!r} for {scope}; allowed: {allowed}"
+            )
+        errors = []
+        for policy in candidates:
+            try:
+                validate_value(policy, record.type, record.value)
+                return
+            except InvalidValue as exc:
+                errors.append(str(exc))
+        raise InvalidRecord("events", index, "value", f"{record.type} value {errors[0]}")
+
+    def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> EventTiming:
+        """Account for one event joined to its prediction; the caller relabels touched predictions."""
+        delay = (occurred_at - pred.served_at).total_seconds()
+        if delay < 0:
+            self.stats.count(pred.use_case, "clock_skew", pred.hour, event_type=event_type)
+        self.stats.delay(pred.use_case, event_type, pred.hour, max(0.0, delay))
+        self.stats.count(pred.use_case, "events", pred.hour, event_type=event_type)
+        timing = event_timing(pred.deadline, occurred_at, pred.phase)
+        if timing is EventTiming.TOO_LATE:
+            self.stats.count(pred.use_case, "too_late", pred.hour, event_type=event_type)
+        else:
+            pred.touched = True
+        return timing
+
+    # -- windows ---------------------------------------------------------------------------
+
+    async def sweep(self, watermark: datetime | None, batch: int = 1000) -> int:
+        """Where windows close: move every prediction whose deadline the watermark has passed.
+        Returns how many predictions moved."""
+        self.watermark = watermark
+        moved = await self._expire_orphans()
+        if watermark is None:
+            return moved
+        while True:
+            result = await self.conn.execute(
+                select(*_PREDICTION_COLUMNS)
+                .where(predictions.c.deadline <= watermark)
+                .order_by(predictions.c.deadline)
+                .limit(batch)
+            )
+            due = [_prediction_from_row(row) for row in result]
+            if not due:
+                return moved
+            for pred in due:
+                pred.phase = phase_at(pred.deadline, watermark)
+                pred.touched = True
+            await self._relabel(due)
+            moved += len(due)
+
+    async def _expire_orphans(self) -> int:
+        result = await self.conn.execute(
+            update(events)
+            .where(events.c.orphan_expires_at <= self.now)
+            .values(disposition="expired_orphan", orphan_expires_at=None)
+        )
+        expired: int = result.rowcount
+        if expired:
+            self.stats.count("", "orphans_expired", 0, n=expired)
+        return expired
+
+    # -- labels ----------------------------------------------------------------------------
+
+    async def _relabel(self, preds: list[_Prediction]) -> None:
+        """Resolve each prediction's label from its counted events and store what changed."""
+        if not preds:
+            return
+        evidence: dict[str, list[Evidence]] = defaultdict(list)
+        for chunk in _chunks([p.prediction_id for p in preds]):
+            result = await self.conn.execute(
+                select(
+                    events.c.prediction_id,
+                    events.c.event_id,
+                    events.c.type,
+                    events.c.occurred_at,
+                    events.c.value,
+                    events.c.actor,
+                ).where(events.c.prediction_id.in_(chunk), events.c.disposition == "counted")
+            )
+            for row in result:
+                evidence[row.prediction_id].append(
+                    Evidence(row.event_id, row.type, row.occurred_at, row.value, row.actor)
+                )
+        for pred in preds:
+            self._apply(pred, evidence[pred.prediction_id])
+        await self._store(preds)
+
+    def _apply(self, pred: _Prediction, counted: list[Evidence]) -> None:
+        policy = self.policies.use_cases[pred.use_case]
+        decision = resolve(policy, pred.served_at, counted, window_closed=pred.phase is not Phase.OPEN)
+        change = label_change(pred.current, decision)
+        status = LabelStatus.FINAL if pred.phase is Phase.FINAL else LabelStatus.PROVISIONAL
+        if change is not None:
+            if pred.current is not None:
+                self.stats.count(pred.use_case, f"labels_{pred.current.kind.value}", pred.hour, n=-1)
+                self.stats.count(pred.use_case, "label_changes", pred.hour)
+            else:
+                self.stats.count(pred.use_case, "labeled", pred.hour)
+            self.stats.count(pred.use_case, f"labels_{change.decision.kind.value}", pred.hour)
+            if change.fake_negative:
+                self.stats.count(pred.use_case, "revisions", pred.hour)
+            pred.current = CurrentLabel(
+                label=change.decision.label,
+                kind=change.decision.kind,
+                rule=change.decision.rule,
+                sources=change.decision.sources,
+                revision=change.revision,
+                status=status,
+            )
+            pred.feedback_delay_s = change.decision.feedback_delay_s
+            pred.needs_seq = True
+        elif pred.current is not None and pred.current.status is not status:
+            pred.current = CurrentLabel(
+                label=pred.current.label,
+                kind=pred.current.kind,
+                rule=pred.current.rule,
+                sources=pred.current.sources,
+                revision=pred.current.revision,
+                status=status,
+            )
+            pred.needs_seq = True  # a status change is a change: final_only trainers must see it
+        if pred.phase is Phase.FINAL and pred.stored_phase is not Phase.FINAL:
+            self.stats.count(pred.use_case, "finalized", pred.hour)
+            if pred.current is None:
+                self.stats.count(pred.use_case, "expired", pred.hour)
+
+    async def _store(self, preds: list[_Prediction]) -> None:
+        changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]
+        if not changed:
+            return
+        by_use_case: dict[str, list[_Prediction]] = defaultdict(list)
+        for pred in changed:
+            if pred.needs_seq:
+                by_use_case[pred.use_case].append(pred)
+        for use_case, needing in sorted(by_use_case.items()):
+            last = await self._reserve_seqs(use_case, len(needing))
+            for offset, pred in enumerate(needing):
+                pred.seq = last - len(needing) + 1 + offset
+        await self.conn.execute(
+            update(predictions)
+            .where(predictions.c.id == bindparam("row_id"))
+            .values(
+                phase=bindparam("new_phase"),
+                deadline=bindparam("new_deadline"),
+                label=bindparam("new_label"),
+                label_kind=bindparam("new_kind"),
+                label_rule=bindparam("new_rule"),
+                label_sources=bindparam("new_sources"),
+                label_status=bindparam("new_status"),
+                revision=bindparam("new_revision"),
+                seq=bindparam("new_seq"),
+                feedback_delay_s=bindparam("new_delay"),
+            ),
+            [self._row_values(p) for p in changed],
+        )
+        history = [self._history_row(p) for p in changed if p.needs_seq]
+        if history:
+            await self.conn.execute(label_history.insert(), history)
+        for pred in changed:
+            pred.stored_phase = pred.phase
+            pred.needs_seq = False
+            pred.touched = False
+
+    async def _reserve_seqs(self, use_case: str, count: int) -> int:
+        """Hand out `count` dataset seqs for a use case; returns the last one."""
+        stmt = dialect_insert(self.conn, dataset_seqs)
+        result = await self.conn.execute(
+            stmt.values(use_case=use_case, last_seq=count)
+            .on_conflict_do_update(index_elements=["use_case"], set_={"last_seq": dataset_seqs.c.last_seq + count})
+            .returning(dataset_seqs.c.last_seq)
+        )
+        last: int = result.scalar_one()
+        return last
+
+    @staticmethod
+    def _deadline_of(pred: _Prediction) -> datetime | None:
+        if pred.phase is Phase.OPEN:
+            return pred.deadline.window_end
+        return pred.deadline.seal_at if pred.phase is Phase.CLOSED else None
+
+    def _row_values(self, pred: _Prediction) -> dict[str, Any]:
+        label = pred.current
+        return {
+            "row_id": pred.row_id,
+            "new_phase": pred.phase.value,
+            "new_deadline": self._deadline_of(pred),
+            "new_label": None if label is None else label.label,
+            "new_kind": None if label is None else label.kind.value,
+            "new_rule": None if label is None else label.rule,
+            "new_sources": None if label is None else [asdict(s) for s in label.sources],
+            "new_status": None if label is None else label.status.value,
+            "new_revision": None if label is None else label.revision,
+            "new_seq": pred.seq,
+            "new_delay": pred.feedback_delay_s,
+        }
+
+    def _history_row(self, pred: _Prediction) -> dict[str, Any]:
+        label = pred.current
+        assert label is not None  # only labeled predictions get a seq
+        return {
+            "prediction_id": pred.prediction_id,
+            "revision": label.revision,
+            "seq": pred.seq,
+            "label": label.label,
+            "kind": label.kind.value,
+            "rule": label.rule,
+            "sources": [asdict(s) for s in label.sources],
+            "status": label.status.value,
+            "feedback_delay_s": pred.feedback_delay_s,
+            "recorded_at": self.now,
+            "watermark": self.watermark,
+        }
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    async def _load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, _Prediction]:
+        found: dict[str, _Prediction] = {}
+        for chunk in _chunks(prediction_ids):
+            result = await self.conn.execute(select(*_PREDICTION_COLUMNS).where(predictions.c.prediction_id.in_(chunk)))
+            for row in result:
+                found[row.prediction_id] = _prediction_from_row(row)
+        return found
+
+    async def _stored_hashes(
+        self, key_column: Any, hash_column: Any, keyed: list[tuple[str, str, Any]]
+    ) -> dict[str, str]:
+        stored: dict[str, str] = {}
+        for chunk in _chunks(sorted({key for key, _, _ in keyed})):
+            result = await self.conn.execute(select(key_column, hash_column).where(key_column.in_(chunk)))
+            stored.update({key: digest for key, digest in result})
+        return stored

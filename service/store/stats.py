@@ -1,0 +1,83 @@
+"""Counters and delay histograms, accumulated per transaction and added to the tables on flush.
+
+Every figure is keyed by use case, event type and the hour its prediction was served, so the
+feedback-loop endpoint reads a few aggregated rows instead of scanning events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.core.histogram import bucket_of
+from service.store.database import dialect_insert
+from service.store.tables import delay_buckets, delay_max, stat_counters
+
+NO_EVENT_TYPE = ""
+NO_USE_CASE = ""  # orphans that expired before any prediction told their use case
+
+
+def served_hour(served_at: datetime) -> int:
+    return int(served_at.timestamp() // 3600)
+
+
+@dataclass
+class StatsDelta:
+    counters: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
+    buckets: Counter[tuple[str, str, int, int]] = field(default_factory=Counter)
+    maxima: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    delays: list[tuple[str, str, float]] = field(default_factory=list)  # for Prometheus, after commit
+
+    def count(self, use_case: str, name: str, hour: int, n: int = 1, event_type: str = NO_EVENT_TYPE) -> None:
+        self.counters[(use_case, name, event_type, hour)] += n
+
+    def delay(self, use_case: str, event_type: str, hour: int, delay_s: float) -> None:
+        self.buckets[(use_case, event_type, hour, bucket_of(delay_s))] += 1
+        key = (use_case, event_type, hour)
+        self.maxima[key] = max(delay_s, self.maxima.get(key, 0.0))
+        self.delays.append((use_case, event_type, delay_s))
+
+    def total(self, name: str) -> int:
+        return sum(n for (_, counter, _, _), n in self.counters.items() if counter == name)
+
+
+async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
+    counter_rows = [
+        {"use_case": u, "name": n, "event_type": t, "served_hour": h, "value": v}
+        for (u, n, t, h), v in delta.counters.items()
+        if v
+    ]
+    if counter_rows:
+        stmt = dialect_insert(conn, stat_counters)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["use_case", "name", "event_type", "served_hour"],
+                set_={"value": stat_counters.c.value + stmt.excluded.value},
+            ),
+            counter_rows,
+        )
+    if delta.buckets:
+        stmt = dialect_insert(conn, delay_buckets)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["use_case", "event_type", "served_hour", "bucket"],
+                set_={"count": delay_buckets.c.count + stmt.excluded["count"]},
+            ),
+            [
+                {"use_case": u, "event_type": t, "served_hour": h, "bucket": b, "count": n}
+                for (u, t, h, b), n in delta.buckets.items()
+            ],
+        )
+        stmt = dialect_insert(conn, delay_max)
+        greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["use_case", "event_type", "served_hour"],
+                set_={"max_s": greatest(delay_max.c.max_s, stmt.excluded.max_s)},
+            ),
+            [{"use_case": u, "event_type": t, "served_hour": h, "max_s": m} for (u, t, h), m in delta.maxima.items()],
+        )

@@ -1,0 +1,139 @@
+"""Tables. Alembic migrations in migrations/ create them; this module is what code queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, text
+
+from service.store.types import BigId, Json, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = 256  # longest accepted prediction_id / event_id / name
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(ID), nullable=False, unique=True),
+    Column("use_case", String(ID), nullable=False),
+    Column("model", String(ID)),
+    Column("model_version", String(ID)),
+    Column("served_at", UTCDateTime, nullable=False),
+    Column("subject_id", String(ID)),
+    Column("features", Json),
+    Column("output", Json),
+    Column("context", Json),
+    Column("content_hash", String(64), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("seal_at", UTCDateTime, nullable=False),
+    # open -> closed -> final; `deadline` is the next watermark that moves it (W, then S, then none).
+    Column("phase", String(8), nullable=False),
+    Column("deadline", UTCDateTime),
+    # The current label; the label_history table keeps every revision.
+    Column("label", Json),
+    Column("label_kind", String(32)),
+    Column("label_rule", Text),
+    Column("label_sources", Json),
+    Column("label_status", String(16)),
+    Column("revision", Integer),
+    Column("seq", BigInteger),
+    Column("feedback_delay_s", Float),
+    Index("ix_predictions_deadline", "deadline"),
+    Index("ix_predictions_use_case_seq", "use_case", "seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(ID), nullable=False, unique=True),
+    Column("prediction_id", String(ID), nullable=False),
+    Column("type", String(ID), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("value", Json),
+    Column("actor", String(ID)),
+    Column("payload", Json),
+    Column("content_hash", String(64), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    # orphan (prediction not seen yet), counted, too_late, invalid, expired_orphan
+    Column("disposition", String(16), nullable=False),
+    Column("reason", Text),
+    Column("orphan_expires_at", UTCDateTime),
+    Index("ix_events_prediction_id", "prediction_id"),
+    Index("ix_events_orphan_expires_at", "orphan_expires_at"),
+)
+
+label_history = Table(
+    "label_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(ID), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("label", Json, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("sources", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("feedback_delay_s", Float),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("watermark", UTCDateTime),
+    Index("ix_label_history_prediction_id", "prediction_id"),
+)
+
+# The last dataset seq handed out per use case. Incrementing it locks the row until commit, so
+# seqs become visible in the order they were handed out and a trainer's `since` cursor misses none.
+dataset_seqs = Table(
+    "dataset_seqs",
+    metadata,
+    Column("use_case", String(ID), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
+)
+
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("name", String(ID), primary_key=True),
+    Column("max_event_time", UTCDateTime),
+    Column("last_arrival_at", UTCDateTime),
+)
+
+# Counters per use case, event type ('' when none applies) and hour of the predictions' served_at,
+# kept as records arrive so the feedback-loop metrics never scan events.
+stat_counters = Table(
+    "stat_counters",
+    metadata,
+    Column("use_case", String(ID), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("event_type", String(ID), primary_key=True),
+    Column("served_hour", BigInteger, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+delay_buckets = Table(
+    "delay_buckets",
+    metadata,
+    Column("use_case", String(ID), primary_key=True),
+    Column("event_type", String(ID), primary_key=True),
+    Column("served_hour", BigInteger, primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+delay_max = Table(
+    "delay_max",
+    metadata,
+    Column("use_case", String(ID), primary_key=True),
+    Column("event_type", String(ID), primary_key=True),
+    Column("served_hour", BigInteger, primary_key=True),
+    Column("max_s", Float, nullable=False),
+)
