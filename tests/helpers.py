@@ -36,14 +36,18 @@ class Timeline:
         self._events = 0
         self._last_post = clock.now
 
-    def _arrive(self, at: datetime) -> None:
+    async def _arrive(self, at: datetime) -> None:
         if self.live:
+            if at - self._last_post >= self.runtime.settings.idle_timeout:
+                # The stream was quiet: the background sweeper would have run meanwhile.
+                self.clock.set(max(self.clock.now, at))
+                await self.runtime.tick()
             self.clock.set(max(self.clock.now, at))
         self._last_post = self.clock.now
 
     async def predict(self, prediction_id: str, served_at: datetime, **fields: Any) -> httpx.Response:
         body = {"prediction_id": prediction_id, "use_case": self.use_case, "served_at": iso(served_at), **fields}
-        self._arrive(served_at)
+        await self._arrive(served_at)
         response = await self.client.post("/v1/predictions", json=body)
         assert response.status_code == 202, response.text
         return response
@@ -68,7 +72,7 @@ class Timeline:
             body["value"] = value
         if actor is not None:
             body["actor"] = actor
-        self._arrive(occurred_at)
+        await self._arrive(occurred_at)
         response = await self.client.post("/v1/events", json=body)
         assert response.status_code == 202, response.text
         return response

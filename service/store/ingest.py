@@ -42,8 +42,10 @@ async def _run(
     event_times: list[datetime],
     apply: Callable[[Labeler], Awaitable[IngestResult]],
 ) -> UnitResult:
-    state = observe(await watermarks.load(conn, ctx.watermark_name), event_times, now)
-    await watermarks.save(conn, ctx.watermark_name, state)
+    stored = await watermarks.load(conn, ctx.watermark_name)
+    state = observe(stored, event_times, now)
+    if state != stored:
+        await watermarks.save(conn, ctx.watermark_name, state)
     watermark = effective_watermark(state, now, ctx.allowed_disorder, ctx.idle_timeout)
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
     labeler.watermark = watermark

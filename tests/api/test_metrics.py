@@ -1,0 +1,92 @@
+"""Feedback-loop figures and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.api.runtime import Runtime
+from tests.conftest import T0, FakeClock
+from tests.helpers import MIN, Timeline
+
+
+async def test_feedback_delay_per_event_type(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock) -> None:
+    t = Timeline(client, runtime, clock)
+    click_delays = list(range(1, 101))  # 1..100 seconds
+    for i, delay in enumerate(click_delays):
+        await t.predict(f"P{i}", T0 + i * timedelta(seconds=1))
+    for i, delay in sorted(enumerate(click_delays), key=lambda x: x[0] + x[1]):
+        await t.event(f"P{i}", "click", T0 + i * timedelta(seconds=1) + delay * timedelta(seconds=1))
+    await t.event("P0", "purchase", T0 + 30 * MIN)
+    for i in range(100, 120):  # served, never clicked
+        await t.predict(f"P{i}", T0 + 40 * MIN)
+
+    figures = await t.metrics()
+    clicks = figures["feedback_delay"]["click"]
+    assert clicks["count"] == 100
+    assert clicks["max_s"] == 100
+    # Histogram quantiles are within one bucket (10%) of the exact ones.
+    assert clicks["p50_s"] == pytest.approx(50, rel=0.1)
+    assert clicks["p90_s"] == pytest.approx(90, rel=0.1)
+    assert clicks["p99_s"] == pytest.approx(99, rel=0.1)
+    assert figures["feedback_delay"]["purchase"]["max_s"] == 30 * 60
+    assert figures["served"] == 120
+    assert figures["labeled"] == 100
+    assert figures["coverage"] == pytest.approx(100 / 120)
+    assert figures["pending"] == 120
+    assert figures["labels_by_kind"]["behavioral"] == 100
+
+    await t.advance_watermark(T0 + 60 * MIN)
+    figures = await t.metrics()
+    assert figures["labels_by_kind"] == {"explicit": 0, "behavioral": 100, "natural": 0, "implicit_negative": 20}
+    assert figures["coverage"] == 1
+    await t.advance_watermark(T0 + 3 * timedelta(hours=1))
+    assert (await t.metrics())["pending"] == 0
+
+
+async def test_since_selects_predictions_served_from_that_hour(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    t = Timeline(client, runtime, clock)
+    await t.predict("early", T0)
+    await t.event("early", "click", T0 + MIN)
+    await t.predict("later", T0 + timedelta(hours=2))
+    response = await client.get(
+        "/v1/metrics/feedback-loop", params={"use_case": "recsys", "since": (T0 + timedelta(hours=2)).isoformat()}
+    )
+    figures = response.json()["use_cases"]["recsys"]
+    assert (figures["served"], figures["labeled"], figures["feedback_delay"]) == (1, 0, {})
+    everything = await client.get("/v1/metrics/feedback-loop")
+    assert set(everything.json()["use_cases"]) >= {"recsys", "eta", "fraud"}
+    assert everything.json()["use_cases"]["recsys"]["served"] == 2
+    assert (await client.get("/v1/metrics/feedback-loop", params={"use_case": "nope"})).status_code == 404
+
+
+async def test_prometheus_exposition(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock) -> None:
+    t = Timeline(client, runtime, clock)
+    await t.predict("P", T0)
+    await t.predict("Q", T0)
+    await t.event("P", "click", T0 + timedelta(seconds=42))
+    await t.advance_watermark(T0 + 20 * MIN)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[("labelloop_records_ingested_total", (("outcome", "accepted"), ("record", "predictions")))] == 2
+    assert samples[("labelloop_labels_total", (("kind", "behavioral"), ("use_case", "recsys")))] == 1
+    assert samples[("labelloop_labels_total", (("kind", "implicit_negative"), ("use_case", "recsys")))] == 1
+    delay_key = ("labelloop_feedback_delay_seconds_count", (("event_type", "click"), ("use_case", "recsys")))
+    assert samples[delay_key] == 1
+    assert samples[("labelloop_pending_windows", (("use_case", "recsys"),))] == 2
+    assert ("labelloop_watermark_lag_seconds", ()) in samples
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
