@@ -16,7 +16,7 @@ from tests.helpers import MIN, Timeline
 async def test_feedback_delay_per_event_type(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock) -> None:
     t = Timeline(client, runtime, clock)
     click_delays = list(range(1, 101))  # 1..100 seconds
-    for i, delay in enumerate(click_delays):
+    for i in range(len(click_delays)):
         await t.predict(f"P{i}", T0 + i * timedelta(seconds=1))
     for i, delay in sorted(enumerate(click_delays), key=lambda x: x[0] + x[1]):
         await t.event(f"P{i}", "click", T0 + i * timedelta(seconds=1) + delay * timedelta(seconds=1))
