@@ -52,7 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RecordConflict)
     async def _conflict(_: Request, exc: RecordConflict) -> JSONResponse:
-        detail = [problem(["body", exc.field], "already stored with different content", ids=exc.ids)]
+        detail = [problem(["body", exc.field], exc.reason, ids=exc.ids)]
         return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
 
     @app.exception_handler(InvalidRecord)

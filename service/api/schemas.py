@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictStr
 
-from service.core.model import EventRecord, PredictionRecord
+from service.core.model import EventRecord, EventValue, PredictionRecord
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would read a number as Unix seconds; the contract is RFC 3339 text with an offset.
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2026-11-02T12:00:00Z")
+    return value
+
+
+def _scalar(value: Any) -> EventValue:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError("must be a boolean, a number or a string")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
+Value = Annotated[EventValue, PlainValidator(_scalar, json_schema_input_type=bool | int | float | str | None)]
 
 
 class PredictionIn(BaseModel):
@@ -28,7 +36,7 @@ class PredictionIn(BaseModel):
     use_case: Name
     model: Name | None = None
     model_version: Name | None = None
-    served_at: AwareDatetime | None = Field(None, description="RFC 3339 with offset; default: now.")
+    served_at: Timestamp | None = Field(None, description="RFC 3339 with offset; default: now.")
     subject_id: Id | None = Field(None, description="The user or entity the prediction was served to.")
     features: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
@@ -50,8 +58,8 @@ class EventIn(BaseModel):
     event_id: Id = Field(description="Unique per event: the idempotency key.")
     prediction_id: Id
     type: Name
-    occurred_at: AwareDatetime | None = Field(None, description="RFC 3339 with offset; default: now.")
-    value: StrictBool | StrictInt | StrictFloat | StrictStr | None = None
+    occurred_at: Timestamp | None = Field(None, description="RFC 3339 with offset; default: now.")
+    value: Value = None
     actor: Name | None = Field(None, description="Who gave it: user:42, annotator:ana, system.")
     payload: dict[str, Any] | None = None
 

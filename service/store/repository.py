@@ -47,10 +47,11 @@ class InvalidRecord(Exception):
 class RecordConflict(Exception):
     """An id that is already stored with different content."""
 
-    def __init__(self, field: str, ids: Sequence[str]) -> None:
-        super().__init__(f"{field} already stored with different content: {', '.join(ids)}")
+    def __init__(self, field: str, ids: Sequence[str], reason: str) -> None:
+        super().__init__(f"{field} {reason}: {', '.join(ids)}")
         self.field = field
         self.ids = list(ids)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ def _split_duplicates(
     fresh: list[tuple[str, str, Any]] = []
     seen = dict(stored)
     duplicates = 0
-    conflicts: list[str] = []
+    conflicts: set[str] = set()
     for key, digest, record in keyed:
         known = seen.get(key)
         if known is None:
@@ -87,9 +88,11 @@ def _split_duplicates(
         elif known == digest:
             duplicates += 1
         else:
-            conflicts.append(key)
+            conflicts.add(key)
+    if conflicts & stored.keys():
+        raise RecordConflict(field, sorted(conflicts & stored.keys()), "already stored with different content")
     if conflicts:
-        raise RecordConflict(field, sorted(set(conflicts)))
+        raise RecordConflict(field, sorted(conflicts), "repeated in this request with different content")
     return fresh, duplicates
 
 
