@@ -26,7 +26,7 @@ def quantile(counts: Mapping[int, int], q: float, max_s: float) -> float | None:
     total = sum(counts.values())
     if total == 0:
         return None
-    rank = max(1, math.ceil(q * total))
+    rank = max(1, math.ceil(q * total - 1e-9))  # 0.07 * 100 is 7.000000000000001
     seen = 0
     for bucket in sorted(counts):
         seen += counts[bucket]

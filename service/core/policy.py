@@ -99,6 +99,10 @@ class UseCasePolicy(BaseModel):
                 raise ValueError(f"events.{name}: natural values need a regression task")
             if self.task == "regression" and rule.kind in (EventKind.POSITIVE, EventKind.NEGATIVE):
                 raise ValueError(f"events.{name}: positive/negative signals need a binary task")
+            if self.task == "regression" and rule.positive_at_least is not None:
+                raise ValueError(f"events.{name}: positive_at_least makes a binary label; this task is regression")
+            if self.task == "binary" and rule.values and set(rule.values.values()) - {0, 1}:
+                raise ValueError(f"events.{name}: values must map to 0 or 1 in a binary task")
         return self
 
     @property

@@ -6,6 +6,7 @@ never on the order they arrived in, so replays and backfills resolve to the same
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,10 +24,11 @@ def explicit_label(rule: EventRule, task: str, value: EventValue) -> LabelValue:
         if not isinstance(value, str) or value not in rule.values:
             raise InvalidValue(f"must be one of {sorted(rule.values)}")
         return _as_number(rule.values[value])
-    if isinstance(value, bool):
+    plain_binary = task == "binary" and rule.positive_at_least is None
+    if isinstance(value, bool) and plain_binary:
         return int(value)
-    if not isinstance(value, int | float):
-        raise InvalidValue("must be a number" + (" or a boolean" if task == "binary" else ""))
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidValue("must be a number" + (" or a boolean" if plain_binary else ""))
     if rule.positive_at_least is not None:
         return 1 if value >= rule.positive_at_least else 0
     if task == "binary" and value not in (0, 1):
@@ -35,7 +37,7 @@ def explicit_label(rule: EventRule, task: str, value: EventValue) -> LabelValue:
 
 
 def natural_label(value: EventValue) -> LabelValue:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidValue("must be a number")
     return _as_number(value)
 
