@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from service.store.repository import InvalidRecord, RecordConflict
+from service.core.validation import InvalidRecord
+from service.store.repository import RecordConflict
 
 
 class BadRequest(Exception):

@@ -27,21 +27,13 @@ from service.core.model import (
 )
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import InvalidValue, resolve, validate_value
+from service.core.validation import check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
 from service.store.database import dialect_insert
 from service.store.stats import StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
 
 CHUNK = 500  # ids per IN (...) lookup
-
-
-class InvalidRecord(Exception):
-    """A record the policies reject; nothing of its request may be stored."""
-
-    def __init__(self, collection: str, index: int, field: str, reason: str) -> None:
-        super().__init__(f"{collection}[{index}].{field}: {reason}")
-        self.loc = (collection, index, field)
-        self.reason = reason
 
 
 class RecordConflict(Exception):
@@ -177,13 +169,7 @@ class Labeler:
 
     async def add_predictions(self, records: Sequence[PredictionRecord]) -> IngestResult:
         for index, record in enumerate(records):
-            if record.use_case not in self.policies.use_cases:
-                raise InvalidRecord(
-                    "predictions",
-                    index,
-                    "use_case",
-                    f"unknown use case {record.use_case!r}; known: {sorted(self.policies.use_cases)}",
-                )
+            check_prediction(self.policies, index, record)
         keyed = [(r.prediction_id, content_hash(r), r) for r in records]
         stored = await self._stored_hashes(predictions.c.prediction_id, predictions.c.content_hash, keyed)
         fresh, duplicates = _split_duplicates("prediction_id", keyed, stored)
@@ -262,7 +248,8 @@ class Labeler:
     async def add_events(self, records: Sequence[EventRecord]) -> IngestResult:
         preds = await self._load_predictions(sorted({r.prediction_id for r in records}))
         for index, record in enumerate(records):
-            self._validate_event(index, record, preds.get(record.prediction_id))
+            pred = preds.get(record.prediction_id)
+            check_event(self.policies, index, record, None if pred is None else pred.use_case)
         keyed = [(r.event_id, content_hash(r), r) for r in records]
         stored = await self._stored_hashes(events.c.event_id, events.c.content_hash, keyed)
         fresh, duplicates = _split_duplicates("event_id", keyed, stored)
@@ -294,29 +281,6 @@ class Labeler:
         await self.conn.execute(events.insert(), rows)
         await self._relabel([p for p in preds.values() if p.touched])
         return IngestResult(accepted=len(fresh), duplicates=duplicates)
-
-    def _validate_event(self, index: int, record: EventRecord, pred: _Prediction | None) -> None:
-        if pred is not None:
-            candidates = [self.policies.use_cases[pred.use_case]]
-            allowed = sorted(candidates[0].events)
-            scope = f"use case {pred.use_case!r}"
-        else:  # not joinable yet: it must make sense for at least one use case
-            candidates = [p for p in self.policies.use_cases.values() if record.type in p.events]
-            allowed = sorted(self.policies.event_types())
-            scope = "any use case (its prediction is not known yet)"
-        candidates = [p for p in candidates if record.type in p.events]
-        if not candidates:
-            raise InvalidRecord(
-                "events", index, "type", f"unknown event type {record.type!r} for {scope}; allowed: {allowed}"
-            )
-        errors = []
-        for policy in candidates:
-            try:
-                validate_value(policy, record.type, record.value)
-                return
-            except InvalidValue as exc:
-                errors.append(str(exc))
-        raise InvalidRecord("events", index, "value", f"{record.type} value {errors[0]}")
 
     def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> EventTiming:
         """Account for one event joined to its prediction; the caller relabels touched predictions."""
