@@ -32,9 +32,38 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    # Kafka mode: set the bootstrap servers and the API produces to Kafka; `labelloop consume` joins.
+    kafka_bootstrap_servers: str | None = None
+    kafka_predictions_topic: str = "labelloop.predictions"
+    kafka_events_topic: str = "labelloop.events"
+    kafka_dlq_topic: str = "labelloop.dlq"
+    kafka_partitions: Annotated[int, Ge(1)] = 12
+    kafka_replication_factor: Annotated[int, Ge(1)] = 1
+    kafka_retention: Duration = Field(timedelta(days=7), description="retention.ms of topics labelloop creates.")
+    kafka_group_id: str = "labelloop.joiner"
+    kafka_produce_timeout: Duration = Field(
+        timedelta(seconds=10), description="Longest wait for the broker's acks before the API answers 503."
+    )
+    kafka_idempotence: bool = Field(True, description="Idempotent producer (needs broker support).")
+    kafka_compression: str | None = "gzip"
+    kafka_linger: Duration = timedelta(milliseconds=5)
+    kafka_session_timeout: Duration = timedelta(seconds=10)
+    kafka_max_records: Annotated[int, Ge(1)] = 5000
+    kafka_owner_timeout: Duration = Field(
+        timedelta(seconds=15),
+        description="A partition whose consumer has not reported for this long is never idle.",
+    )
+    consumer_metrics_port: Annotated[int, Ge(0), Le(65535)] | None = Field(
+        None, description="Serve the joiner's Prometheus metrics on this port."
+    )
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def kafka_mode(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
 
     @property
     def should_migrate_on_start(self) -> bool:

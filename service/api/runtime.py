@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from service.api.sinks import Receipt, Sink
 from service.api.telemetry import Telemetry
 from service.config import Settings
+from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.store import queries
 from service.store.database import Database
-from service.store.ingest import LabelContext, UnitResult, tick
+from service.store.ingest import LabelContext, UnitResult, ingest, tick
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,10 @@ class Runtime:
     db: Database
     clock: Clock = utcnow
     telemetry: Telemetry = field(default_factory=Telemetry)
+    sink: Sink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sink = EmbeddedSink(self)
 
     @property
     def context(self) -> LabelContext:
@@ -39,6 +45,7 @@ class Runtime:
             allowed_disorder=self.settings.allowed_disorder,
             idle_timeout=self.settings.idle_timeout,
             orphan_ttl=self.settings.orphan_ttl,
+            owner_timeout=self.settings.kafka_owner_timeout,
         )
 
     def committed(self, unit: UnitResult) -> None:
@@ -66,3 +73,26 @@ class Runtime:
                 await self.tick()
             except Exception:  # keep sweeping: one failed tick must not stop window closing
                 log.exception("window sweep failed; retrying in %.1f s", interval)
+
+
+class EmbeddedSink:
+    """Records applied to the store in the request's own transaction."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:
+        async with self.runtime.db.write() as conn:
+            unit = await ingest(conn, self.runtime.context, self.runtime.clock(), predictions=records)
+        return self._committed(unit, "predictions", unit.predictions.accepted, unit.predictions.duplicates)
+
+    async def put_events(self, records: Sequence[EventRecord]) -> Receipt:
+        async with self.runtime.db.write() as conn:
+            unit = await ingest(conn, self.runtime.context, self.runtime.clock(), events=records)
+        return self._committed(unit, "events", unit.events.accepted, unit.events.duplicates)
+
+    def _committed(self, unit: UnitResult, collection: str, accepted: int, duplicates: int) -> Receipt:
+        # The transaction has committed: the 202 promises durable records.
+        self.runtime.committed(unit)
+        self.runtime.telemetry.record(collection, accepted, duplicates)
+        return Receipt(accepted=accepted, duplicates=duplicates)

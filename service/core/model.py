@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -67,6 +67,9 @@ class PredictionRecord:
     features: dict[str, object] | None = None
     output: dict[str, object] | None = None
     context: dict[str, object] | None = None
+    # When labelloop first received it; stands in for a missing served_at, and is no part of the
+    # content, so a retry of the same record is still a duplicate.
+    received_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +83,4 @@ class EventRecord:
     value: EventValue = None
     actor: str | None = None
     payload: dict[str, object] | None = None
+    received_at: datetime | None = field(default=None, compare=False)  # as for predictions

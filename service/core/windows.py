@@ -76,3 +76,37 @@ def effective_watermark(
         return from_events
     from_clock = now - disorder
     return from_clock if from_events is None or from_clock > from_events else from_events
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """What the consumer owning a topic-partition last reported about it."""
+
+    state: WatermarkState
+    caught_up: bool  # its position had reached the partition's end
+    reported_at: datetime | None
+
+
+def partition_watermark(
+    progress: PartitionProgress,
+    now: datetime,
+    disorder: timedelta,
+    idle_timeout: timedelta,
+    owner_timeout: timedelta,
+) -> datetime | None:
+    """A partition follows the wall clock only when idle: its consumer, alive, has read to the end
+    and nothing arrived for the idle timeout. Lag, a dead owner or a partition never read keep it
+    at its own event time."""
+    owner_alive = progress.reported_at is not None and now - progress.reported_at <= owner_timeout
+    if progress.caught_up and owner_alive:
+        return effective_watermark(progress.state, now, disorder, idle_timeout)
+    state = progress.state
+    return None if state.max_event_time is None else state.max_event_time - disorder
+
+
+def combined_watermark(watermarks: list[datetime | None]) -> datetime | None:
+    """Kafka orders nothing across partitions and topics: a window may close only when every
+    partition has passed its end, so the slowest one decides (None while any has none)."""
+    if not watermarks or any(w is None for w in watermarks):
+        return None
+    return min(w for w in watermarks if w is not None)

@@ -1,17 +1,24 @@
-"""One unit of work per request (or, in Kafka mode, per batch): observe the watermark, apply the
-records, close what the watermark passed, add up the stats. The caller commits."""
+"""One unit of work per request (embedded mode) or per consumed batch (Kafka mode): settle the
+watermark, apply the records, close what the watermark passed, add up the stats. The caller
+commits; durability is that commit."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
-from service.core.windows import effective_watermark, observe
+from service.core.windows import (
+    PartitionProgress,
+    combined_watermark,
+    effective_watermark,
+    observe,
+    partition_watermark,
+)
 from service.store import stats, watermarks
 from service.store.repository import IngestResult, Labeler
 from service.store.stats import StatsDelta
@@ -25,54 +32,86 @@ class LabelContext:
     allowed_disorder: timedelta
     idle_timeout: timedelta
     orphan_ttl: timedelta
-    watermark_name: str = EMBEDDED_WATERMARK
+    owner_timeout: timedelta = timedelta(seconds=15)
 
 
 @dataclass(frozen=True, slots=True)
 class UnitResult:
-    ingest: IngestResult
+    predictions: IngestResult
+    events: IngestResult
     stats: StatsDelta
     watermark: datetime | None
 
 
-async def _run(
+async def _embedded_watermark(
+    conn: AsyncConnection, ctx: LabelContext, times: list[datetime], now: datetime
+) -> datetime | None:
+    stored = (await watermarks.load(conn, [EMBEDDED_WATERMARK])).get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
+    state = observe(stored.state, times, now)
+    if state != stored.state:
+        await watermarks.save(conn, {EMBEDDED_WATERMARK: replace(stored, state=state)})
+    return effective_watermark(state, now, ctx.allowed_disorder, ctx.idle_timeout)
+
+
+async def _apply(
     conn: AsyncConnection,
     ctx: LabelContext,
     now: datetime,
-    event_times: list[datetime],
-    apply: Callable[[Labeler], Awaitable[IngestResult]],
+    watermark: datetime | None,
+    predictions: Sequence[PredictionRecord],
+    events: Sequence[EventRecord],
 ) -> UnitResult:
-    stored = await watermarks.load(conn, ctx.watermark_name)
-    state = observe(stored, event_times, now)
-    if state != stored:
-        await watermarks.save(conn, ctx.watermark_name, state)
-    watermark = effective_watermark(state, now, ctx.allowed_disorder, ctx.idle_timeout)
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
     labeler.watermark = watermark
-    result = await apply(labeler)
+    predictions_result = await labeler.add_predictions(predictions)
+    events_result = await labeler.add_events(events)
     await labeler.sweep(watermark)
     await stats.flush(conn, labeler.stats)
-    return UnitResult(ingest=result, stats=labeler.stats, watermark=watermark)
+    return UnitResult(predictions_result, events_result, labeler.stats, watermark)
 
 
-async def ingest_predictions(
-    conn: AsyncConnection, ctx: LabelContext, records: Sequence[PredictionRecord], now: datetime
+async def ingest(
+    conn: AsyncConnection,
+    ctx: LabelContext,
+    now: datetime,
+    predictions: Sequence[PredictionRecord] = (),
+    events: Sequence[EventRecord] = (),
 ) -> UnitResult:
-    times = [r.served_at or now for r in records]
-    return await _run(conn, ctx, now, times, lambda labeler: labeler.add_predictions(records))
-
-
-async def ingest_events(
-    conn: AsyncConnection, ctx: LabelContext, records: Sequence[EventRecord], now: datetime
-) -> UnitResult:
-    times = [r.occurred_at or now for r in records]
-    return await _run(conn, ctx, now, times, lambda labeler: labeler.add_events(records))
-
-
-async def _nothing(_: Labeler) -> IngestResult:
-    return IngestResult(accepted=0, duplicates=0)
+    """Embedded mode: one watermark for everything this store receives."""
+    times = [r.served_at or r.received_at or now for r in predictions]
+    times += [r.occurred_at or r.received_at or now for r in events]
+    watermark = await _embedded_watermark(conn, ctx, times, now)
+    return await _apply(conn, ctx, now, watermark, predictions, events)
 
 
 async def tick(conn: AsyncConnection, ctx: LabelContext, now: datetime) -> UnitResult:
     """The periodic step: with no arrivals the watermark may follow the wall clock."""
-    return await _run(conn, ctx, now, [], _nothing)
+    return await ingest(conn, ctx, now)
+
+
+async def ingest_partitions(
+    conn: AsyncConnection,
+    ctx: LabelContext,
+    now: datetime,
+    progress: dict[str, PartitionProgress],
+    all_partitions: Sequence[str],
+    predictions: Sequence[PredictionRecord] = (),
+    events: Sequence[EventRecord] = (),
+) -> UnitResult:
+    """Kafka mode: record this consumer's partitions' progress, then close windows by the slowest
+    partition of all, whoever owns it."""
+    await watermarks.save(conn, progress)
+    stored = await watermarks.load(conn, all_partitions)
+    watermark = combined_watermark(
+        [
+            partition_watermark(
+                stored.get(name, watermarks.NOTHING_REPORTED),
+                now,
+                ctx.allowed_disorder,
+                ctx.idle_timeout,
+                ctx.owner_timeout,
+            )
+            for name in all_partitions
+        ]
+    )
+    return await _apply(conn, ctx, now, watermark, predictions, events)

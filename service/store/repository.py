@@ -55,7 +55,9 @@ class IngestResult:
 def content_hash(record: PredictionRecord | EventRecord) -> str:
     """A digest of the record exactly as the client sent it (defaults not filled in), so a retry
     of the same request is recognised as a duplicate."""
-    return hashlib.sha256(orjson.dumps(asdict(record), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    content = asdict(record)
+    del content["received_at"]
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -177,7 +179,7 @@ class Labeler:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
         for _, digest, record in fresh:
-            served_at = record.served_at or self.now
+            served_at = record.served_at or record.received_at or self.now
             deadline = deadlines(self.policies.use_cases[record.use_case], served_at)
             rows.append(
                 {
@@ -191,7 +193,7 @@ class Labeler:
                     "output": record.output,
                     "context": record.context,
                     "content_hash": digest,
-                    "received_at": self.now,
+                    "received_at": record.received_at or self.now,
                     "window_end": deadline.window_end,
                     "seal_at": deadline.seal_at,
                     "phase": Phase.OPEN.value,
@@ -257,7 +259,7 @@ class Labeler:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
         for _, digest, record in fresh:
-            occurred_at = record.occurred_at or self.now
+            occurred_at = record.occurred_at or record.received_at or self.now
             pred = preds.get(record.prediction_id)
             if pred is None:
                 disposition, expires = "orphan", self.now + self.orphan_ttl
@@ -273,7 +275,7 @@ class Labeler:
                     "actor": record.actor,
                     "payload": record.payload,
                     "content_hash": digest,
-                    "received_at": self.now,
+                    "received_at": record.received_at or self.now,
                     "disposition": disposition,
                     "orphan_expires_at": expires,
                 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, false, text
 
 from service.store.types import BigId, Json, UTCDateTime
 
@@ -99,12 +99,16 @@ dataset_seqs = Table(
     Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
 )
 
+# One row per event-time source: "embedded", or "<topic>:<partition>" in Kafka mode.
 watermarks = Table(
     "watermarks",
     metadata,
     Column("name", String(ID), primary_key=True),
     Column("max_event_time", UTCDateTime),
     Column("last_arrival_at", UTCDateTime),
+    # Kafka mode: whether the owning consumer had read to the partition's end, and when it said so.
+    Column("caught_up", Boolean, nullable=False, server_default=false()),
+    Column("reported_at", UTCDateTime),
 )
 
 # Counters per use case, event type ('' when none applies) and hour of the predictions' served_at,

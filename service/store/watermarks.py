@@ -1,34 +1,49 @@
-"""The stored half of the watermark: highest event time seen and the last arrival."""
+"""The stored half of the watermark: per source, the highest event time seen and the last arrival;
+in Kafka mode also whether the partition's consumer had read to its end, and when it said so."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.core.windows import WatermarkState
+from service.core.windows import PartitionProgress, WatermarkState
 from service.store.database import dialect_insert
 from service.store.tables import watermarks
 
+NOTHING_REPORTED = PartitionProgress(state=WatermarkState(), caught_up=False, reported_at=None)
 
-async def load(conn: AsyncConnection, name: str) -> WatermarkState:
-    row = (
-        await conn.execute(
-            select(watermarks.c.max_event_time, watermarks.c.last_arrival_at).where(watermarks.c.name == name)
+
+async def load(conn: AsyncConnection, names: Sequence[str]) -> dict[str, PartitionProgress]:
+    result = await conn.execute(select(watermarks).where(watermarks.c.name.in_(names)))
+    return {
+        row.name: PartitionProgress(
+            state=WatermarkState(row.max_event_time, row.last_arrival_at),
+            caught_up=row.caught_up,
+            reported_at=row.reported_at,
         )
-    ).one_or_none()
-    return WatermarkState() if row is None else WatermarkState(row.max_event_time, row.last_arrival_at)
+        for row in result
+    }
 
 
-async def save(conn: AsyncConnection, name: str, state: WatermarkState) -> None:
-    stmt = dialect_insert(conn, watermarks).values(
-        name=name, max_event_time=state.max_event_time, last_arrival_at=state.last_arrival_at
-    )
+async def save(conn: AsyncConnection, progress: dict[str, PartitionProgress]) -> None:
+    if not progress:
+        return
+    stmt = dialect_insert(conn, watermarks)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["name"],
-            set_={
-                "max_event_time": stmt.excluded.max_event_time,
-                "last_arrival_at": stmt.excluded.last_arrival_at,
-            },
-        )
+            set_={c: stmt.excluded[c] for c in ("max_event_time", "last_arrival_at", "caught_up", "reported_at")},
+        ),
+        [  # in name order, so that writers touching several rows never wait on each other in a cycle
+            {
+                "name": name,
+                "max_event_time": p.state.max_event_time,
+                "last_arrival_at": p.state.last_arrival_at,
+                "caught_up": p.caught_up,
+                "reported_at": p.reported_at,
+            }
+            for name, p in sorted(progress.items())
+        ],
     )

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.body import read_records
 from service.api.deps import RuntimeDep
-from service.api.runtime import Runtime
-from service.api.schemas import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
-from service.store.ingest import LabelContext, UnitResult, ingest_events, ingest_predictions
+from service.api.sinks import Receipt
+from service.contract import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -31,7 +27,8 @@ def _body_schema(item: type[Any], batch: type[Any]) -> dict[str, Any]:
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": Accepted, "description": "Stored durably (committed)."},
+    202: {"model": Accepted, "description": "Durable: committed (embedded) or acknowledged by Kafka."},
+    503: {"description": "Kafka mode: the broker did not acknowledge in time; retry after Retry-After."},
     400: {"description": "Malformed JSON."},
     409: {"description": "An id already stored with different content."},
     413: {"description": "Batch larger than the limit."},
@@ -39,21 +36,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _ingest(
-    request: Request,
-    runtime: Runtime,
-    model: type[PredictionIn] | type[EventIn],
-    collection: str,
-    apply: Callable[[AsyncConnection, LabelContext, Any, datetime], Awaitable[UnitResult]],
-) -> JSONResponse:
-    items = await read_records(request, model, collection, runtime.settings.max_batch)
-    records = [item.to_record() for item in items]
-    async with runtime.db.write() as conn:
-        unit = await apply(conn, runtime.context, records, runtime.clock())
-    # Past this point the transaction has committed: the 202 promises durable records.
-    runtime.committed(unit)
-    runtime.telemetry.record(collection, unit.ingest.accepted, unit.ingest.duplicates)
-    return JSONResponse({"accepted": unit.ingest.accepted, "duplicates": unit.ingest.duplicates}, status_code=202)
+def _receipt(receipt: Receipt) -> JSONResponse:
+    return JSONResponse({"accepted": receipt.accepted, "duplicates": receipt.duplicates}, status_code=202)
 
 
 @router.post(
@@ -65,7 +49,9 @@ async def _ingest(
 )
 async def post_predictions(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Log served predictions: one object or {"predictions": [...]}."""
-    return await _ingest(request, runtime, PredictionIn, "predictions", ingest_predictions)
+    items = await read_records(request, PredictionIn, "predictions", runtime.settings.max_batch)
+    now = runtime.clock()
+    return _receipt(await runtime.sink.put_predictions([item.to_record(now) for item in items]))
 
 
 @router.post(
@@ -77,4 +63,6 @@ async def post_predictions(request: Request, runtime: RuntimeDep) -> JSONRespons
 )
 async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Report behavioral events and explicit labels: one object or {"events": [...]}."""
-    return await _ingest(request, runtime, EventIn, "events", ingest_events)
+    items = await read_records(request, EventIn, "events", runtime.settings.max_batch)
+    now = runtime.clock()
+    return _receipt(await runtime.sink.put_events([item.to_record(now) for item in items]))

@@ -1,7 +1,9 @@
-"""Request bodies as the apps send them. Strict: wrong types are rejected, never coerced."""
+"""The record contract: a prediction or an event as apps send it, over HTTP or straight to Kafka.
+Strict: wrong types are rejected, never coerced. Version 1; docs/kafka-contract.md describes it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictStr
@@ -42,8 +44,8 @@ class PredictionIn(BaseModel):
     output: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
 
-    def to_record(self) -> PredictionRecord:
-        return PredictionRecord(**self.model_dump())
+    def to_record(self, received_at: datetime) -> PredictionRecord:
+        return PredictionRecord(**self.model_dump(), received_at=received_at)
 
 
 class PredictionBatch(BaseModel):
@@ -63,8 +65,8 @@ class EventIn(BaseModel):
     actor: Name | None = Field(None, description="Who gave it: user:42, annotator:ana, system.")
     payload: dict[str, Any] | None = None
 
-    def to_record(self) -> EventRecord:
-        return EventRecord(**self.model_dump())
+    def to_record(self, received_at: datetime) -> EventRecord:
+        return EventRecord(**self.model_dump(), received_at=received_at)
 
 
 class EventBatch(BaseModel):
@@ -75,4 +77,4 @@ class EventBatch(BaseModel):
 
 class Accepted(BaseModel):
     accepted: int
-    duplicates: int
+    duplicates: int | None = Field(description="None in Kafka mode: the joiner recognises duplicates.")
