@@ -89,19 +89,36 @@ async def tick(conn: AsyncConnection, ctx: LabelContext, now: datetime) -> UnitR
     return await ingest(conn, ctx, now)
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionReport:
+    """What a consumer read from one of its partitions in a batch."""
+
+    event_times: list[datetime]
+    caught_up: bool  # its position reached the partition's end
+
+
 async def ingest_partitions(
     conn: AsyncConnection,
     ctx: LabelContext,
     now: datetime,
-    progress: dict[str, PartitionProgress],
+    reports: dict[str, PartitionReport],
     all_partitions: Sequence[str],
     predictions: Sequence[PredictionRecord] = (),
     events: Sequence[EventRecord] = (),
 ) -> UnitResult:
     """Kafka mode: record this consumer's partitions' progress, then close windows by the slowest
     partition of all, whoever owns it."""
-    await watermarks.save(conn, progress)
     stored = await watermarks.load(conn, all_partitions)
+    reported = {
+        name: PartitionProgress(
+            state=observe(stored.get(name, watermarks.NOTHING_REPORTED).state, report.event_times, now),
+            caught_up=report.caught_up,
+            reported_at=now,
+        )
+        for name, report in reports.items()
+    }
+    await watermarks.save(conn, reported)
+    stored.update(reported)
     watermark = combined_watermark(
         [
             partition_watermark(

@@ -26,8 +26,8 @@ from service.core.model import (
     Source,
 )
 from service.core.policy import LabelKind, PolicySet
-from service.core.resolution import InvalidValue, resolve, validate_value
-from service.core.validation import check_event, check_prediction
+from service.core.resolution import resolve
+from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
 from service.store.database import dialect_insert
 from service.store.stats import StatsDelta, served_hour
@@ -206,27 +206,34 @@ class Labeler:
         return IngestResult(accepted=len(fresh), duplicates=duplicates)
 
     async def _join_orphans(self, prediction_ids: list[str]) -> None:
+        """Join the events that were waiting for these predictions."""
+        # Predictions first, then their orphans, both locked: of two writers reaching the same
+        # orphan, the second sees it joined once the first commits.
+        preds = await self._load_predictions(prediction_ids)
         orphans: list[Any] = []
-        for chunk in _chunks(prediction_ids):
+        for chunk in _chunks(sorted(preds)):
             result = await self.conn.execute(
-                select(events).where(events.c.prediction_id.in_(chunk), events.c.disposition == "orphan")
+                select(events)
+                .where(events.c.prediction_id.in_(chunk), events.c.disposition == "orphan")
+                .order_by(events.c.id)
+                .with_for_update()
             )
             orphans.extend(result.all())
         if not orphans:
             return
-        preds = await self._load_predictions(sorted({o.prediction_id for o in orphans}))
         updates = []
         for orphan in orphans:
             pred = preds[orphan.prediction_id]
-            policy = self.policies.use_cases[pred.use_case]
             reason = None
-            if orphan.type not in policy.events:
-                reason = f"event type {orphan.type!r} unknown to use case {pred.use_case!r}"
-            else:
-                try:
-                    validate_value(policy, orphan.type, orphan.value)
-                except InvalidValue as exc:
-                    reason = f"value {exc}"
+            try:
+                check_event(
+                    self.policies,
+                    0,
+                    EventRecord(orphan.event_id, pred.prediction_id, orphan.type, value=orphan.value),
+                    pred.use_case,
+                )
+            except InvalidRecord as exc:
+                reason = exc.reason
             if reason is None:
                 disposition = self._join(pred, orphan.type, orphan.occurred_at).value
             else:
@@ -305,14 +312,17 @@ class Labeler:
         Returns how many predictions moved."""
         self.watermark = watermark
         moved = await self._expire_orphans()
+        await self._rescue_orphans(batch)
         if watermark is None:
             return moved
         while True:
+            # SKIP LOCKED: concurrent sweepers (Kafka joiners) each close a window exactly once.
             result = await self.conn.execute(
                 select(*_PREDICTION_COLUMNS)
                 .where(predictions.c.deadline <= watermark)
                 .order_by(predictions.c.deadline)
                 .limit(batch)
+                .with_for_update(skip_locked=True)
             )
             due = [_prediction_from_row(row) for row in result]
             if not due:
@@ -322,6 +332,20 @@ class Labeler:
                 pred.touched = True
             await self._relabel(due)
             moved += len(due)
+
+    async def _rescue_orphans(self, batch: int) -> None:
+        """Join orphans whose prediction was committed by another writer while they were stored
+        (two Kafka joiners, an event published to another partition than its prediction)."""
+        result = await self.conn.execute(
+            select(events.c.prediction_id)
+            .join(predictions, predictions.c.prediction_id == events.c.prediction_id)
+            .where(events.c.orphan_expires_at.is_not(None), events.c.disposition == "orphan")
+            .distinct()
+            .limit(batch)
+        )
+        waiting = [row.prediction_id for row in result]
+        if waiting:
+            await self._join_orphans(waiting)
 
     async def _expire_orphans(self) -> int:
         result = await self.conn.execute(
@@ -491,7 +515,12 @@ class Labeler:
     async def _load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, _Prediction]:
         found: dict[str, _Prediction] = {}
         for chunk in _chunks(prediction_ids):
-            result = await self.conn.execute(select(*_PREDICTION_COLUMNS).where(predictions.c.prediction_id.in_(chunk)))
+            result = await self.conn.execute(
+                select(*_PREDICTION_COLUMNS)
+                .where(predictions.c.prediction_id.in_(chunk))
+                .order_by(predictions.c.prediction_id)  # one lock order for every writer: no deadlock cycles
+                .with_for_update()
+            )
             for row in result:
                 found[row.prediction_id] = _prediction_from_row(row)
         return found

@@ -42,7 +42,7 @@ async def test_orphan_of_another_use_case_is_kept_then_marked_invalid(
     await t.predict("P", T0)  # ... but P turns out to be a recsys prediction
     lineage = await t.lineage("P")
     assert lineage["events"][0]["disposition"] == "invalid"
-    assert "unknown to use case 'recsys'" in lineage["events"][0]["reason"]
+    assert "unknown event type 'trip_completed' for use case 'recsys'" in lineage["events"][0]["reason"]
     assert lineage["label"] is None
     assert (await t.metrics())["invalid_events"] == 1
 
