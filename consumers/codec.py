@@ -69,7 +69,9 @@ def _envelope(value: bytes | None, timestamp_ms: int) -> tuple[dict[str, Any], d
     received = body.pop("received_at", None)
     try:
         received_at = (
-            datetime.fromisoformat(received) if isinstance(received, str) else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+            datetime.fromisoformat(received)
+            if isinstance(received, str)
+            else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
         )
     except ValueError as exc:
         raise PoisonRecord(f"received_at: {exc}") from exc

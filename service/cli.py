@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from service.config import Settings
@@ -36,6 +37,17 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _consume(settings: Settings) -> int:
+    from consumers.main import consume
+
+    if not settings.kafka_mode:
+        print("labelloop consume: set LABELLOOP_KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(consume(settings))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="labelloop", description="Streaming natural-label collection. Settings: LABELLOOP_* variables."
@@ -45,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default: LABELLOOP_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default: LABELLOOP_PORT (8000)")
     commands.add_parser("migrate", help="apply database migrations to LABELLOOP_DATABASE_URL")
+    commands.add_parser("consume", help="run a Kafka joiner (consumer group LABELLOOP_KAFKA_GROUP_ID)")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
@@ -54,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"labelloop: {exc}", file=sys.stderr)
         return 2
-    return _serve(settings) if args.command == "serve" else _migrate(settings)
+    command = {"serve": _serve, "migrate": _migrate, "consume": _consume}[args.command]
+    return command(settings)
 
 
 if __name__ == "__main__":

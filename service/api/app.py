@@ -9,13 +9,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from consumers.producer import RecordProducer
+from consumers.topics import ensure_topics
 from service.api import errors
+from service.api.kafka_sink import KafkaSink
 from service.api.routes import ingest, ops, reads
 from service.api.runtime import Clock, Runtime, utcnow
 from service.config import Settings
 from service.core.policy import load_policies
 from service.store import migrate
 from service.store.database import Database, create_engine
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastAPI:
@@ -29,14 +38,18 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
             await migrate.upgrade(engine)
         runtime = Runtime(settings=settings, policies=policies, db=Database(engine), clock=clock)
         app.state.runtime = runtime
-        ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(runtime.db.dispose)
+            if settings.kafka_mode:
+                # Windows are closed by the joiners (`labelloop consume`); this process only produces.
+                await ensure_topics(settings)
+                producer = RecordProducer(settings, client_id="labelloop-api")
+                stack.push_async_callback(producer.stop)
+                runtime.sink = KafkaSink(settings, policies, runtime.db, producer, runtime.telemetry)
+            else:
+                ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
+                stack.push_async_callback(_cancel, ticker)
             yield
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            await runtime.db.dispose()
 
     app = FastAPI(
         title="labelloop",

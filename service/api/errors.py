@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from consumers.producer import BrokerUnavailable
 from service.core.validation import InvalidRecord
 from service.store.repository import RecordConflict
 
@@ -55,6 +56,13 @@ def install(app: FastAPI) -> None:
     async def _conflict(_: Request, exc: RecordConflict) -> JSONResponse:
         detail = [problem(["body", exc.field], exc.reason, ids=exc.ids)]
         return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _broker_unavailable(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        detail = [problem(["kafka"], f"{exc}; nothing was accepted, retry the whole request")]
+        return JSONResponse(
+            {"error": "broker_unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(InvalidRecord)
     async def _invalid_record(request: Request, exc: InvalidRecord) -> JSONResponse:

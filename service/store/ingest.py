@@ -21,7 +21,7 @@ from service.core.windows import (
 )
 from service.store import stats, watermarks
 from service.store.repository import IngestResult, Labeler
-from service.store.stats import StatsDelta
+from service.store.stats import NO_USE_CASE, StatsDelta
 
 EMBEDDED_WATERMARK = "embedded"
 
@@ -60,8 +60,11 @@ async def _apply(
     watermark: datetime | None,
     predictions: Sequence[PredictionRecord],
     events: Sequence[EventRecord],
+    dead_letters: int = 0,
 ) -> UnitResult:
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
+    if dead_letters:
+        labeler.stats.count(NO_USE_CASE, "dead_letters", 0, n=dead_letters)
     labeler.watermark = watermark
     predictions_result = await labeler.add_predictions(predictions)
     events_result = await labeler.add_events(events)
@@ -105,9 +108,11 @@ async def ingest_partitions(
     all_partitions: Sequence[str],
     predictions: Sequence[PredictionRecord] = (),
     events: Sequence[EventRecord] = (),
+    dead_letters: int = 0,
 ) -> UnitResult:
     """Kafka mode: record this consumer's partitions' progress, then close windows by the slowest
-    partition of all, whoever owns it."""
+    partition of all, whoever owns it. dead_letters: how many of the batch's messages go to the
+    dead-letter topic, counted in the same transaction."""
     stored = await watermarks.load(conn, all_partitions)
     reported = {
         name: PartitionProgress(
@@ -131,4 +136,4 @@ async def ingest_partitions(
             for name in all_partitions
         ]
     )
-    return await _apply(conn, ctx, now, watermark, predictions, events)
+    return await _apply(conn, ctx, now, watermark, predictions, events, dead_letters)

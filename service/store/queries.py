@@ -16,6 +16,18 @@ from service.store.stats import served_hour
 from service.store.tables import delay_buckets, delay_max, events, label_history, predictions, stat_counters
 
 
+async def use_cases_of(conn: AsyncConnection, prediction_ids: list[str]) -> dict[str, str]:
+    """The use case of each stored prediction among these ids."""
+    found: dict[str, str] = {}
+    for start in range(0, len(prediction_ids), 1000):
+        chunk = prediction_ids[start : start + 1000]
+        result = await conn.execute(
+            select(predictions.c.prediction_id, predictions.c.use_case).where(predictions.c.prediction_id.in_(chunk))
+        )
+        found.update({pid: use_case for pid, use_case in result})
+    return found
+
+
 async def lineage(conn: AsyncConnection, prediction_id: str) -> dict[str, Any] | None:
     row = (await conn.execute(select(predictions).where(predictions.c.prediction_id == prediction_id))).one_or_none()
     if row is None:

@@ -1,0 +1,43 @@
+"""`labelloop consume`: one joiner process of the consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from consumers.joiner import Joiner
+from consumers.topics import ensure_topics
+from service.config import Settings
+from service.core.policy import load_policies
+from service.store import migrate
+from service.store.database import Database, create_engine
+
+log = logging.getLogger(__name__)
+
+
+async def consume(settings: Settings) -> None:
+    policies = load_policies(settings.policies)
+    engine = create_engine(settings.database_url, application_name="labelloop-joiner")
+    try:
+        if settings.should_migrate_on_start:
+            await migrate.upgrade(engine)
+        await ensure_topics(settings)
+        joiner = Joiner(settings, policies, Database(engine))
+        if settings.consumer_metrics_port:
+            start_http_server(settings.consumer_metrics_port, registry=joiner.metrics.registry)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "joining %s and %s as group %s",
+            settings.kafka_predictions_topic,
+            settings.kafka_events_topic,
+            settings.kafka_group_id,
+        )
+        await joiner.run(stop)
+    finally:
+        await engine.dispose()
