@@ -14,10 +14,9 @@ from service.config import Settings
 from tests.kafka.conftest import running_joiner
 
 
-async def wait_for_rows(
-    client: httpx.AsyncClient, count: int, timeout: float = 40, **params: Any
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+async def wait_for_rows(client: httpx.AsyncClient, count: int, **params: Any) -> list[dict[str, Any]]:
+    """Poll the dataset (for at most 40 s) until it holds `count` rows."""
+    deadline = time.monotonic() + 40
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         response = await client.get("/v1/datasets/recsys", params=params)
@@ -25,7 +24,7 @@ async def wait_for_rows(
         if len(rows) >= count:
             return rows
         await asyncio.sleep(0.3)
-    raise AssertionError(f"{len(rows)} rows after {timeout} s, expected {count}: {rows}")
+    raise AssertionError(f"{len(rows)} rows after 40 s, expected {count}: {rows}")
 
 
 async def test_http_to_kafka_to_labels(kafka_client: httpx.AsyncClient, kafka_settings: Settings) -> None:
