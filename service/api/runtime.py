@@ -13,7 +13,8 @@ from service.api.telemetry import Telemetry
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
-from service.store import queries
+from service.core.windows import combined_watermark, partition_watermark
+from service.store import queries, watermarks
 from service.store.database import Database
 from service.store.ingest import LabelContext, UnitResult, ingest, tick
 
@@ -58,11 +59,30 @@ class Runtime:
         async with self.db.write() as conn:
             unit = await tick(conn, self.context, self.clock())
         self.committed(unit)
-        async with self.db.read() as conn:
-            for use_case, pending in (await queries.pending_by_use_case(conn)).items():
-                if use_case:
-                    self.telemetry.pending.labels(use_case).set(pending)
         return unit
+
+    async def refresh_gauges(self) -> None:
+        """Gauges read from the store at scrape time: they hold for every process writing to it."""
+        topics = (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
+        async with self.db.read() as conn:
+            pending = await queries.pending_by_use_case(conn)
+            dead_letters = await queries.dead_letters(conn)
+            partitions = await watermarks.load_all(conn) if self.settings.kafka_mode else {}
+        for use_case, count in pending.items():
+            self.telemetry.pending.labels(use_case).set(count)
+        self.telemetry.dead_letters.set(dead_letters)
+        if partitions:
+            now = self.clock()
+            ctx = self.context
+            watermark = combined_watermark(
+                [
+                    partition_watermark(p, now, ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
+                    for name, p in partitions.items()
+                    if name.rsplit(":", 1)[0] in topics
+                ]
+            )
+            if watermark is not None:
+                self.telemetry.watermark_lag.set((now - watermark).total_seconds())
 
     async def run_ticker(self) -> None:
         """Advance the idle watermark and close due windows, forever."""

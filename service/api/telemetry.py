@@ -43,6 +43,11 @@ class Telemetry:
             ["use_case"],
             registry=self.registry,
         )
+        self.dead_letters = Gauge(
+            "labelloop_dead_letters",
+            "Records the joiners sent to the dead-letter topic (Kafka mode), from the store.",
+            registry=self.registry,
+        )
         self.watermark_lag = Gauge(
             "labelloop_watermark_lag_seconds", "Wall clock minus the watermark.", registry=self.registry
         )

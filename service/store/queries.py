@@ -272,8 +272,17 @@ async def feedback_loop(
             "expired": total("expired"),
             "invalid_events": total("invalid_events"),
         }
-    orphans_expired = sum(v for (n, _), v in counters.get("", {}).items() if n == "orphans_expired")
-    return {"use_cases": report, "orphans_expired": orphans_expired}
+    unscoped = counters.get("", {})
+    return {
+        "use_cases": report,
+        "orphans_expired": sum(v for (n, _), v in unscoped.items() if n == "orphans_expired"),
+        "dead_letters": sum(v for (n, _), v in unscoped.items() if n == "dead_letters"),
+    }
+
+
+async def dead_letters(conn: AsyncConnection) -> int:
+    result = await conn.execute(select(func.sum(stat_counters.c.value)).where(stat_counters.c.name == "dead_letters"))
+    return int(result.scalar_one() or 0)
 
 
 async def pending_by_use_case(conn: AsyncConnection) -> dict[str, int]:
@@ -285,4 +294,4 @@ async def pending_by_use_case(conn: AsyncConnection) -> dict[str, int]:
     pending: dict[str, int] = defaultdict(int)
     for uc, name, total in result:
         pending[uc] += int(total) if name == "served" else -int(total)
-    return dict(pending)
+    return {uc: n for uc, n in pending.items() if uc}

@@ -4,8 +4,9 @@ in Kafka mode also whether the partition's consumer had read to its end, and whe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Result, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.windows import PartitionProgress, WatermarkState
@@ -16,7 +17,14 @@ NOTHING_REPORTED = PartitionProgress(state=WatermarkState(), caught_up=False, re
 
 
 async def load(conn: AsyncConnection, names: Sequence[str]) -> dict[str, PartitionProgress]:
-    result = await conn.execute(select(watermarks).where(watermarks.c.name.in_(names)))
+    return _progress(await conn.execute(select(watermarks).where(watermarks.c.name.in_(names))))
+
+
+async def load_all(conn: AsyncConnection) -> dict[str, PartitionProgress]:
+    return _progress(await conn.execute(select(watermarks)))
+
+
+def _progress(result: Result[Any]) -> dict[str, PartitionProgress]:
     return {
         row.name: PartitionProgress(
             state=WatermarkState(row.max_event_time, row.last_arrival_at),

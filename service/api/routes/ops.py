@@ -19,5 +19,6 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
 
 @router.get("/metrics")
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus exposition of this process."""
+    """Prometheus exposition of this process, with gauges read from the store."""
+    await runtime.refresh_gauges()
     return Response(generate_latest(runtime.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
