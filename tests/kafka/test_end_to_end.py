@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service.config import Settings
 from tests.kafka.conftest import running_joiner
@@ -56,9 +57,39 @@ async def test_http_to_kafka_to_labels(kafka_client: httpx.AsyncClient, kafka_se
     assert [e["disposition"] for e in lineage["events"]] == ["counted"]
 
 
-async def test_validation_happens_before_producing(kafka_client: httpx.AsyncClient) -> None:
+async def messages_in(settings: Settings, topic: str) -> int:
+    """How many messages a topic holds, read from the beginning of every partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        assert partitions, f"no metadata for {topic}"
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        count = 0
+        for _ in range(3):  # a few fetch rounds: empty partitions answer with nothing
+            batch = await consumer.getmany(timeout_ms=300)
+            count += sum(len(messages) for messages in batch.values())
+        return count
+    finally:
+        await consumer.stop()
+
+
+async def test_validation_happens_before_producing(kafka_client: httpx.AsyncClient, kafka_settings: Settings) -> None:
     bad = await kafka_client.post("/v1/events", json={"event_id": "E", "prediction_id": "P", "type": "clack"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["field"] == "type"
-    unknown = await kafka_client.post("/v1/predictions", json={"prediction_id": "P", "use_case": "nope"})
+    unknown = await kafka_client.post(
+        "/v1/predictions",
+        json={
+            "predictions": [{"prediction_id": "A", "use_case": "recsys"}, {"prediction_id": "B", "use_case": "nope"}]
+        },
+    )
     assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["field"] == "predictions[1].use_case"
+    assert await messages_in(kafka_settings, kafka_settings.kafka_predictions_topic) == 0
+    assert await messages_in(kafka_settings, kafka_settings.kafka_events_topic) == 0
+    good = await kafka_client.post("/v1/predictions", json={"prediction_id": "A", "use_case": "recsys"})
+    assert good.status_code == 202
+    assert await messages_in(kafka_settings, kafka_settings.kafka_predictions_topic) == 1
