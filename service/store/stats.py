@@ -46,9 +46,10 @@ class StatsDelta:
 
 
 async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
+    """Add the delta to the tables, rows in key order so concurrent writers lock them alike."""
     counter_rows = [
         {"use_case": u, "name": n, "event_type": t, "served_hour": h, "value": v}
-        for (u, n, t, h), v in delta.counters.items()
+        for (u, n, t, h), v in sorted(delta.counters.items())
         if v
     ]
     if counter_rows:
@@ -69,7 +70,7 @@ async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
             ),
             [
                 {"use_case": u, "event_type": t, "served_hour": h, "bucket": b, "count": n}
-                for (u, t, h, b), n in delta.buckets.items()
+                for (u, t, h, b), n in sorted(delta.buckets.items())
             ],
         )
         stmt = dialect_insert(conn, delay_max)
@@ -79,5 +80,8 @@ async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
                 index_elements=["use_case", "event_type", "served_hour"],
                 set_={"max_s": greatest(delay_max.c.max_s, stmt.excluded.max_s)},
             ),
-            [{"use_case": u, "event_type": t, "served_hour": h, "max_s": m} for (u, t, h), m in delta.maxima.items()],
+            [
+                {"use_case": u, "event_type": t, "served_hour": h, "max_s": m}
+                for (u, t, h), m in sorted(delta.maxima.items())
+            ],
         )
