@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from service.core.resolution import resolve
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
 from service.store.database import dialect_insert
-from service.store.stats import StatsDelta, served_hour
+from service.store.stats import NO_USE_CASE, StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
 
 CHUNK = 500  # ids per IN (...) lookup
@@ -207,11 +207,9 @@ class Labeler:
 
     async def _join_orphans(self, prediction_ids: list[str]) -> None:
         """Join the events that were waiting for these predictions."""
-        # Predictions first, then their orphans, both locked: of two writers reaching the same
-        # orphan, the second sees it joined once the first commits.
-        preds = await self._load_predictions(prediction_ids)
         orphans: list[Any] = []
-        for chunk in _chunks(sorted(preds)):
+        for chunk in _chunks(prediction_ids):
+            # Locked: of two writers reaching the same orphan, the second finds it joined.
             result = await self.conn.execute(
                 select(events)
                 .where(events.c.prediction_id.in_(chunk), events.c.disposition == "orphan")
@@ -221,6 +219,7 @@ class Labeler:
             orphans.extend(result.all())
         if not orphans:
             return
+        preds = await self._load_predictions(sorted({o.prediction_id for o in orphans}))
         updates = []
         for orphan in orphans:
             pred = preds[orphan.prediction_id]
@@ -250,7 +249,7 @@ class Labeler:
             ),
             updates,
         )
-        await self._relabel(list(preds.values()))
+        await self._relabel([p for p in preds.values() if p.touched])
 
     # -- events ----------------------------------------------------------------------------
 
@@ -355,7 +354,7 @@ class Labeler:
         )
         expired: int = result.rowcount
         if expired:
-            self.stats.count("", "orphans_expired", 0, n=expired)
+            self.stats.count(NO_USE_CASE, "orphans_expired", 0, n=expired)
         return expired
 
     # -- labels ----------------------------------------------------------------------------
@@ -393,8 +392,6 @@ class Labeler:
             if pred.current is not None:
                 self.stats.count(pred.use_case, f"labels_{pred.current.kind.value}", pred.hour, n=-1)
                 self.stats.count(pred.use_case, "label_changes", pred.hour)
-            else:
-                self.stats.count(pred.use_case, "labeled", pred.hour)
             self.stats.count(pred.use_case, f"labels_{change.decision.kind.value}", pred.hour)
             if change.fake_negative:
                 self.stats.count(pred.use_case, "revisions", pred.hour)
@@ -409,14 +406,7 @@ class Labeler:
             pred.feedback_delay_s = change.decision.feedback_delay_s
             pred.needs_seq = True
         elif pred.current is not None and pred.current.status is not status:
-            pred.current = CurrentLabel(
-                label=pred.current.label,
-                kind=pred.current.kind,
-                rule=pred.current.rule,
-                sources=pred.current.sources,
-                revision=pred.current.revision,
-                status=status,
-            )
+            pred.current = replace(pred.current, status=status)
             pred.needs_seq = True  # a status change is a change: final_only trainers must see it
         if pred.phase is Phase.FINAL and pred.stored_phase is not Phase.FINAL:
             self.stats.count(pred.use_case, "finalized", pred.hour)
