@@ -64,9 +64,11 @@ def _envelope(value: bytes | None, timestamp_ms: int) -> tuple[dict[str, Any], d
     if not isinstance(body, dict):
         raise PoisonRecord("the message must be a JSON object")
     version = body.pop("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise PoisonRecord(f"schema_version {version!r} is not supported (this joiner reads {SCHEMA_VERSION})")
     received = body.pop("received_at", None)
+    if received is not None and not isinstance(received, str):
+        raise PoisonRecord("received_at: must be an RFC 3339 timestamp string")
     try:
         received_at = (
             datetime.fromisoformat(received)

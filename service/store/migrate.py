@@ -1,4 +1,4 @@
-"""Apply the Alembic migrations in migrations/ (shipped beside the package)."""
+"""Apply the Alembic migrations in migrations/ (installed as a package of its own)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+import migrations
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent  # shipped as a package beside `service`
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -55,9 +55,16 @@ class IngestResult:
 def content_hash(record: PredictionRecord | EventRecord) -> str:
     """A digest of the record exactly as the client sent it (defaults not filled in), so a retry
     of the same request is recognised as a duplicate."""
-    content = asdict(record)
-    del content["received_at"]
+    content = {
+        name: value.astimezone(UTC) if isinstance(value, datetime) else value  # one instant, one digest
+        for name in record.__slots__
+        if name != "received_at" and (value := getattr(record, name)) is not None
+    }
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _source_json(source: Source) -> dict[str, str | None]:
+    return {"event_id": source.event_id, "type": source.type, "actor": source.actor}
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -476,7 +483,7 @@ class Labeler:
             "new_label": None if label is None else label.label,
             "new_kind": None if label is None else label.kind.value,
             "new_rule": None if label is None else label.rule,
-            "new_sources": None if label is None else [asdict(s) for s in label.sources],
+            "new_sources": None if label is None else [_source_json(s) for s in label.sources],
             "new_status": None if label is None else label.status.value,
             "new_revision": None if label is None else label.revision,
             "new_seq": pred.seq,
@@ -493,7 +500,7 @@ class Labeler:
             "label": label.label,
             "kind": label.kind.value,
             "rule": label.rule,
-            "sources": [asdict(s) for s in label.sources],
+            "sources": [_source_json(s) for s in label.sources],
             "status": label.status.value,
             "feedback_delay_s": pred.feedback_delay_s,
             "recorded_at": self.now,
