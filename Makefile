@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint migrate clean
+.PHONY: help install run test lint migrate clean bench bench-quick
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,3 +33,9 @@ test: lint  ## lint, then every test (needs PostgreSQL on 127.0.0.1:5432)
 
 clean:  ## remove the virtual environment and local databases
 	rm -rf $(VENV) labelloop.db labelloop.db-wal labelloop.db-shm
+
+bench: $(STAMP)  ## benchmarks beside their ceilings: bench/results.md (needs PostgreSQL)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)  ## a reduced benchmark run, a few minutes
+	$(BIN)/python -m bench.run --quick

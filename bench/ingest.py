@@ -1,0 +1,126 @@
+"""Ingest over HTTP in the embedded mode (SQLite): batches of 1,000 and single records, beside the
+same server's /healthz rate (the HTTP ceiling of this stack) and a raw SQLite insert of the same
+rows with the same durability (WAL, synchronous=FULL, one transaction per 1,000)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.data import workload
+from bench.report import Figure
+from tests.kafka.broker import free_port
+
+
+@contextmanager
+def server(db: Path, logs: Path) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+    env |= {
+        "LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "LABELLOOP_PORT": str(port),
+        "LABELLOOP_LOG_LEVEL": "warning",
+    }
+    with (logs / "serve.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def load(url: str, mode: str, n: int, concurrency: int = 8) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.load", url, mode, "--n", str(n), "--concurrency", str(concurrency)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def raw_sqlite(path: Path, n: int) -> float:
+    """Rows/s of sqlite3 inserting the same predictions and events, 1,000 per transaction."""
+    work = workload(n)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE p (prediction_id TEXT UNIQUE, use_case TEXT, served_at TEXT, features TEXT, output TEXT)")
+    db.execute("CREATE TABLE e (event_id TEXT UNIQUE, prediction_id TEXT, type TEXT, occurred_at TEXT, value TEXT)")
+    p_rows = [
+        (p.prediction_id, p.use_case, p.served_at.isoformat(), orjson.dumps(p.features), orjson.dumps(p.output))
+        for p in work.predictions
+    ]  # type: ignore[union-attr]
+    e_rows = [
+        (e.event_id, e.prediction_id, e.type, e.occurred_at.isoformat(), orjson.dumps(e.value)) for e in work.events
+    ]  # type: ignore[union-attr]
+    started = time.perf_counter()
+    for table, rows in (("p", p_rows), ("e", e_rows)):
+        for i in range(0, len(rows), 1000):
+            db.execute("BEGIN")
+            db.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})", rows[i : i + 1000])
+            db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return 2 * n / elapsed
+
+
+def scenario(workdir: Path, n_batch: int, n_single: int) -> list[Figure]:
+    healthz_url_figures: list[Figure] = []
+    with server(workdir / "ingest.db", workdir) as url:
+        healthz = load(url, "healthz", n_single)
+        batches = load(url, "batches", n_batch)
+    with server(workdir / "ingest-single.db", workdir) as url:
+        single = load(url, "single", n_single)
+    raw = raw_sqlite(workdir / "raw.db", n_batch)
+    healthz_url_figures += [
+        Figure("ingest (embedded, SQLite)", "GET /healthz", healthz["requests_per_s"], "requests/s"),
+        Figure("ingest (embedded, SQLite)", "raw SQLite insert of the same rows", raw, "rows/s"),
+        Figure(
+            "ingest (embedded, SQLite)",
+            f"batches of 1,000 ({2 * n_batch:,} records)",
+            batches["records_per_s"],
+            "records/s",
+            "raw SQLite insert",
+            raw,
+            ">= 50%",
+        ),
+        Figure(
+            "ingest (embedded, SQLite)",
+            "single-record requests",
+            single["records_per_s"],
+            "requests/s",
+            "/healthz",
+            healthz["requests_per_s"],
+            "",
+        ),
+        Figure(
+            "ingest (embedded, SQLite)", "single-record p50 latency (8 concurrent)", single["events"]["p50_ms"], "ms"
+        ),
+        Figure(
+            "ingest (embedded, SQLite)", "single-record p99 latency (8 concurrent)", single["events"]["p99_ms"], "ms"
+        ),
+    ]
+    return healthz_url_figures

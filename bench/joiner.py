@@ -1,0 +1,183 @@
+"""Joiner throughput: records preloaded in Kafka until every one is committed in PostgreSQL, for 1
+and 2 consumer processes, beside the two ceilings measured in the same run (raw consumption of
+the same topics, PostgreSQL COPY of the same rows) and a naive joiner on a sample."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from bench.data import Workload
+from bench.kafka_env import BenchEnv, preload, start_consumer
+from bench.report import Figure
+from service.config import Settings
+
+
+async def raw_consumption(settings: Settings, total: int) -> float:
+    """Records/s of an aiokafka consumer that does nothing with what it reads."""
+    consumer = AIOKafkaConsumer(
+        settings.kafka_predictions_topic,
+        settings.kafka_events_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+    )
+    await consumer.start()
+    try:
+        seen, started = 0, None
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if batch and started is None:
+                started = time.perf_counter()
+            seen += sum(len(m) for m in batch.values())
+        assert started is not None
+        return total / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def copy_ceiling(dsn: str, work: Workload) -> float:
+    """Rows/s of PostgreSQL COPY of the same rows into unindexed scratch tables."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE p (prediction_id text, use_case text, model text, model_version text,"
+            " served_at timestamptz, features jsonb, output jsonb);"
+            "CREATE TEMP TABLE e (event_id text, prediction_id text, type text, occurred_at timestamptz,"
+            " value jsonb, actor text)"
+        )
+        p_rows = [
+            (
+                p.prediction_id,
+                p.use_case,
+                p.model,
+                p.model_version,
+                p.served_at,
+                orjson.dumps(p.features).decode(),
+                orjson.dumps(p.output).decode(),
+            )
+            for p in work.predictions
+        ]
+        e_rows = [
+            (e.event_id, e.prediction_id, e.type, e.occurred_at, orjson.dumps(e.value).decode(), e.actor)
+            for e in work.events
+        ]
+        started = time.perf_counter()
+        await conn.copy_records_to_table("p", records=p_rows)
+        await conn.copy_records_to_table("e", records=e_rows)
+        return (len(p_rows) + len(e_rows)) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def naive_joiner(dsn: str, work: Workload, sample: int) -> float:
+    """One record at a time: look up the prediction, write the event and the label, commit."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE np (prediction_id text primary key, served_at timestamptz, label int);"
+            "CREATE TEMP TABLE ne (event_id text primary key, prediction_id text, type text, occurred_at timestamptz)"
+        )
+        half = sample // 2
+        started = time.perf_counter()
+        for p in work.predictions[:half]:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO np VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING", p.prediction_id, p.served_at
+                )
+        for e in work.events[:half]:
+            async with conn.transaction():
+                served = await conn.fetchval("SELECT served_at FROM np WHERE prediction_id = $1", e.prediction_id)
+                await conn.execute(
+                    "INSERT INTO ne VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    e.event_id,
+                    e.prediction_id,
+                    e.type,
+                    e.occurred_at,
+                )
+                if served is not None:
+                    await conn.execute("UPDATE np SET label = 1 WHERE prediction_id = $1", e.prediction_id)
+        return 2 * half / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def _counts(conn: asyncpg.Connection) -> tuple[int, int]:
+    row = await conn.fetchrow("SELECT (SELECT count(*) FROM predictions), (SELECT count(*) FROM events)")
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def run_joiners(
+    env: BenchEnv, settings: Settings, work: Workload, processes: int, logs: Path
+) -> tuple[float, int]:
+    """Records/s from the first committed row to the last, and the positive labels at the end."""
+    conn = await asyncpg.connect(env.dsn)
+    await conn.execute(
+        "TRUNCATE predictions, events, label_history, dataset_seqs, watermarks, stat_counters, delay_buckets, delay_max"
+    )
+    total = len(work.predictions) + len(work.events)
+    consumers = [start_consumer(settings, logs / f"joiner-{processes}-{i}.log") for i in range(processes)]
+    try:
+        first = None
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            done = sum(await _counts(conn))
+            if done and first is None:
+                first = (time.perf_counter(), done)
+            if done >= total:
+                break
+            if any(c.poll() is not None for c in consumers):
+                raise RuntimeError(f"a joiner exited; see {logs}")
+            await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError(f"joiners did not finish; see {logs}")
+        assert first is not None
+        rate = (total - first[1]) / (time.perf_counter() - first[0])
+        positives = int(await conn.fetchval("SELECT count(*) FROM predictions WHERE label = '1'::jsonb") or 0)
+        return rate, positives
+    finally:
+        for c in consumers:
+            c.terminate()
+        for c in consumers:
+            c.wait(timeout=30)
+        await conn.close()
+
+
+async def scenario(env: BenchEnv, work: Workload, logs: Path) -> list[Figure]:
+    total = len(work.predictions) + len(work.events)
+    settings = env.settings()
+    await preload(settings, work)
+    raw = await raw_consumption(settings, total)
+    copy = await copy_ceiling(env.dsn, work)
+    ceiling = min(raw, copy)
+    naive = await naive_joiner(env.dsn, work, sample=min(4000, total))
+    figures = [
+        Figure("joiner", "raw aiokafka consumption (ceiling)", raw, "records/s"),
+        Figure("joiner", "PostgreSQL COPY of the same rows (ceiling)", copy, "rows/s"),
+        Figure("joiner", "naive joiner (one record per transaction)", naive, "records/s"),
+    ]
+    for processes in (1, 2):
+        rate, positives = await run_joiners(
+            env,
+            settings.model_copy(update={"kafka_group_id": f"bench-{processes}-{uuid.uuid4().hex[:6]}"}),
+            work,
+            processes,
+            logs,
+        )
+        if positives != work.expected_positive:
+            raise AssertionError(f"{positives} positive labels, the generator's truth is {work.expected_positive}")
+        label = f"{processes} consumer process{'es' if processes > 1 else ''}, {total:,} records"
+        figures.append(
+            Figure("joiner", label, rate, "records/s", "lower ceiling", ceiling, ">= 50% of ceiling, >= 50,000/s")
+        )
+        figures.append(Figure("joiner", f"{label} vs naive", rate, "records/s", "naive joiner", naive, ">= 10x"))
+    return figures

@@ -1,0 +1,118 @@
+"""A broker, a scratch PostgreSQL database and topics for one benchmark run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from bench.data import Workload
+from consumers.codec import encode
+from consumers.topics import ensure_topics
+from service.config import Settings
+from service.store import migrate
+from service.store.database import create_engine
+from tests.kafka.broker import Broker
+
+ADMIN_DSN = os.environ.get("LABELLOOP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class BenchEnv:
+    broker: Broker
+    dsn: str  # asyncpg
+    url: str  # SQLAlchemy
+
+    def settings(self, **overrides: object) -> Settings:
+        suffix = uuid.uuid4().hex[:8]
+        values: dict[str, object] = {
+            "database_url": self.url,
+            "migrate_on_start": False,
+            "kafka_bootstrap_servers": self.broker.bootstrap,
+            "kafka_predictions_topic": f"bench-predictions-{suffix}",
+            "kafka_events_topic": f"bench-events-{suffix}",
+            "kafka_dlq_topic": f"bench-dlq-{suffix}",
+            "kafka_group_id": f"bench-joiner-{suffix}",
+            "kafka_partitions": 4,
+            "kafka_idempotence": False,  # Tansu has no InitProducerId
+            "kafka_session_timeout": timedelta(seconds=6),
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def bench_env() -> AsyncIterator[BenchEnv]:
+    name = f"labelloop_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    env = BenchEnv(Broker(), f"{base}/{name}", f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://"))
+    env.broker.start()
+    try:
+        engine = create_engine(env.url, application_name="labelloop-bench")
+        await migrate.upgrade(engine)
+        await engine.dispose()
+        yield env
+    finally:
+        env.broker.stop()
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def preload(settings: Settings, work: Workload) -> None:
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20, max_batch_size=1 << 20, acks="all"
+    )
+    await producer.start()
+    try:
+        pending = []
+        for topic, records in (
+            (settings.kafka_predictions_topic, work.predictions),
+            (settings.kafka_events_topic, sorted(work.events, key=lambda e: e.occurred_at)),  # type: ignore[arg-type, return-value]
+        ):
+            for record in records:
+                pending.append(await producer.send(topic, encode(record), key=record.prediction_id.encode()))
+                if len(pending) >= 20_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The LABELLOOP_* variables that reproduce these settings in another process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+    for field, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, timedelta):
+            value = f"{value.total_seconds()}s"
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        env[f"LABELLOOP_{field.upper()}"] = str(value)
+    return env
+
+
+def start_consumer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "consume"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
