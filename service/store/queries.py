@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import quantile
 from service.core.policy import LabelKind
+from service.store.database import one_of
 from service.store.stats import served_hour
 from service.store.tables import delay_buckets, delay_max, events, label_history, predictions, stat_counters
 
@@ -22,7 +23,9 @@ async def use_cases_of(conn: AsyncConnection, prediction_ids: list[str]) -> dict
     for start in range(0, len(prediction_ids), 1000):
         chunk = prediction_ids[start : start + 1000]
         result = await conn.execute(
-            select(predictions.c.prediction_id, predictions.c.use_case).where(predictions.c.prediction_id.in_(chunk))
+            select(predictions.c.prediction_id, predictions.c.use_case).where(
+                one_of(conn, predictions.c.prediction_id, chunk)
+            )
         )
         found.update({pid: use_case for pid, use_case in result})
     return found

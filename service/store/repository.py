@@ -29,11 +29,11 @@ from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
-from service.store.database import dialect_insert
+from service.store.database import dialect_insert, one_of
 from service.store.stats import NO_USE_CASE, StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
 
-CHUNK = 500  # ids per IN (...) lookup
+CHUNK = 1000  # ids per lookup: SQLite allows 32,766 parameters per statement
 
 
 class RecordConflict(Exception):
@@ -219,7 +219,7 @@ class Labeler:
             # Locked: of two writers reaching the same orphan, the second finds it joined.
             result = await self.conn.execute(
                 select(events)
-                .where(events.c.prediction_id.in_(chunk), events.c.disposition == "orphan")
+                .where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == "orphan")
                 .order_by(events.c.id)
                 .with_for_update()
             )
@@ -380,7 +380,7 @@ class Labeler:
                     events.c.occurred_at,
                     events.c.value,
                     events.c.actor,
-                ).where(events.c.prediction_id.in_(chunk), events.c.disposition == "counted")
+                ).where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == "counted")
             )
             for row in result:
                 evidence[row.prediction_id].append(
@@ -514,7 +514,7 @@ class Labeler:
         for chunk in _chunks(prediction_ids):
             result = await self.conn.execute(
                 select(*_PREDICTION_COLUMNS)
-                .where(predictions.c.prediction_id.in_(chunk))
+                .where(one_of(self.conn, predictions.c.prediction_id, chunk))
                 .order_by(predictions.c.prediction_id)  # one lock order for every writer: no deadlock cycles
                 .with_for_update()
             )
@@ -527,6 +527,8 @@ class Labeler:
     ) -> dict[str, str]:
         stored: dict[str, str] = {}
         for chunk in _chunks(sorted({key for key, _, _ in keyed})):
-            result = await self.conn.execute(select(key_column, hash_column).where(key_column.in_(chunk)))
+            result = await self.conn.execute(
+                select(key_column, hash_column).where(one_of(self.conn, key_column, chunk))
+            )
             stored.update({key: digest for key, digest in result})
         return stored
