@@ -25,13 +25,14 @@ from sqlalchemy.exc import DBAPIError
 
 from consumers.codec import PoisonRecord, decode_event, decode_prediction
 from consumers.producer import Message, RecordProducer
+from consumers.topics import ensure_topics
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.validation import InvalidRecord
 from service.store.database import Database
-from service.store.ingest import LabelContext, PartitionReport, UnitResult, ingest_partitions
-from service.store.repository import RecordConflict
+from service.store.ingest import DeadLetter, LabelContext, PartitionReport, UnitResult, ingest_partitions
+from service.store.repository import RecordConflict, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,23 @@ class Batch:
         else:
             self.dead += [(m, f"{id_field} {r.event_id} {reason}") for r, m in self.events if r.event_id in ids]
             self.events = [(r, m) for r, m in self.events if r.event_id not in ids]
+
+    def drop_reused_ids(self) -> None:
+        """An id repeated in the batch with other content: the first occurrence stands, as it would
+        had the two fallen in different batches; the later ones are dead letters."""
+        self.predictions = self._first_wins(self.predictions, lambda r: r.prediction_id, "prediction_id")
+        self.events = self._first_wins(self.events, lambda r: r.event_id, "event_id")
+
+    def _first_wins(self, pool: list[Any], key: Callable[[Any], str], field: str) -> list[Any]:
+        first: dict[str, str] = {}
+        kept = []
+        for record, message in pool:
+            digest = content_hash(record)
+            if first.setdefault(key(record), digest) == digest:
+                kept.append((record, message))
+            else:
+                self.dead.append((message, f"{field} {key(record)} re-used with different content"))
+        return kept
 
     def event_times(self) -> dict[str, list[datetime]]:
         times: dict[str, list[datetime]] = defaultdict(list)
@@ -143,6 +161,7 @@ class Joiner:
         return consumer
 
     async def run(self, stop: asyncio.Event) -> None:
+        await ensure_topics(self.settings)
         consumer = self._consumer()
         await consumer.start()
         try:
@@ -184,6 +203,7 @@ class Joiner:
                         batch.events.append((decode_event(message.value, message.timestamp), message))
                 except PoisonRecord as exc:
                     batch.dead.append((message, str(exc)))
+        batch.drop_reused_ids()
         return batch
 
     async def _reports(self, consumer: AIOKafkaConsumer, batch: Batch) -> dict[str, PartitionReport]:
@@ -219,7 +239,7 @@ class Joiner:
                         all_partitions,
                         predictions=[r for r, _ in batch.predictions],
                         events=[r for r, _ in batch.events],
-                        dead_letters=len(batch.dead),
+                        dead_letters=[DeadLetter(m.topic, m.partition, m.offset, reason) for m, reason in batch.dead],
                     )
             except InvalidRecord as exc:
                 batch.reject_index(exc.loc[0], exc.index, str(exc).split(": ", 1)[1])

@@ -9,7 +9,6 @@ import signal
 from prometheus_client import start_http_server
 
 from consumers.joiner import Joiner
-from consumers.topics import ensure_topics
 from service.config import Settings
 from service.core.policy import load_policies
 from service.store import migrate
@@ -24,7 +23,6 @@ async def consume(settings: Settings) -> None:
     try:
         if settings.should_migrate_on_start:
             await migrate.upgrade(engine)
-        await ensure_topics(settings)
         joiner = Joiner(settings, policies, Database(engine))
         if settings.consumer_metrics_port:
             start_http_server(settings.consumer_metrics_port, registry=joiner.metrics.registry)

@@ -94,14 +94,16 @@ def partition_watermark(
     idle_timeout: timedelta,
     owner_timeout: timedelta,
 ) -> datetime | None:
-    """A partition follows the wall clock only when idle: its consumer, alive, has read to the end
-    and nothing arrived for the idle timeout. Lag, a dead owner or a partition never read keep it
-    at its own event time."""
-    owner_alive = progress.reported_at is not None and now - progress.reported_at <= owner_timeout
-    if progress.caught_up and owner_alive:
-        return effective_watermark(progress.state, now, disorder, idle_timeout)
-    state = progress.state
-    return None if state.max_event_time is None else state.max_event_time - disorder
+    """A partition follows the wall clock only when idle: its consumer, alive, had read to the end
+    and nothing arrived for the idle timeout. Even then only up to the owner's last report: what
+    was produced after it is unknown (its owner may have died since), so a partition never moves
+    past what someone saw of it. Lag, a silent owner or a partition never read keep it at its own
+    event time."""
+    from_events = None if progress.state.max_event_time is None else progress.state.max_event_time - disorder
+    reported_at = progress.reported_at
+    if not progress.caught_up or reported_at is None or now - reported_at > owner_timeout:
+        return from_events
+    return effective_watermark(progress.state, reported_at, disorder, idle_timeout)
 
 
 def combined_watermark(watermarks: list[datetime | None]) -> datetime | None:

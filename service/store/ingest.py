@@ -5,7 +5,7 @@ commits; durability is that commit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,9 +19,10 @@ from service.core.windows import (
     observe,
     partition_watermark,
 )
-from service.store import stats, watermarks
+from service.store import stats, tables, watermarks
+from service.store.database import dialect_insert
 from service.store.repository import IngestResult, Labeler
-from service.store.stats import NO_USE_CASE, StatsDelta
+from service.store.stats import StatsDelta
 
 EMBEDDED_WATERMARK = "embedded"
 
@@ -60,11 +61,8 @@ async def _apply(
     watermark: datetime | None,
     predictions: Sequence[PredictionRecord],
     events: Sequence[EventRecord],
-    dead_letters: int = 0,
 ) -> UnitResult:
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
-    if dead_letters:
-        labeler.stats.count(NO_USE_CASE, "dead_letters", 0, n=dead_letters)
     labeler.watermark = watermark
     predictions_result = await labeler.add_predictions(predictions)
     events_result = await labeler.add_events(events)
@@ -93,6 +91,14 @@ async def tick(conn: AsyncConnection, ctx: LabelContext, now: datetime) -> UnitR
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionReport:
     """What a consumer read from one of its partitions in a batch."""
 
@@ -108,11 +114,16 @@ async def ingest_partitions(
     all_partitions: Sequence[str],
     predictions: Sequence[PredictionRecord] = (),
     events: Sequence[EventRecord] = (),
-    dead_letters: int = 0,
+    dead_letters: Sequence[DeadLetter] = (),
 ) -> UnitResult:
     """Kafka mode: record this consumer's partitions' progress, then close windows by the slowest
-    partition of all, whoever owns it. dead_letters: how many of the batch's messages go to the
-    dead-letter topic, counted in the same transaction."""
+    partition of all, whoever owns it. dead_letters: the batch's messages bound for the
+    dead-letter topic, recorded in the same transaction (once each, however often replayed)."""
+    if dead_letters:
+        await conn.execute(
+            dialect_insert(conn, tables.dead_letters).on_conflict_do_nothing(),
+            [{**asdict(d), "recorded_at": now} for d in dead_letters],
+        )
     stored = await watermarks.load(conn, all_partitions)
     reported = {
         name: PartitionProgress(
@@ -136,4 +147,4 @@ async def ingest_partitions(
             for name in all_partitions
         ]
     )
-    return await _apply(conn, ctx, now, watermark, predictions, events, dead_letters)
+    return await _apply(conn, ctx, now, watermark, predictions, events)

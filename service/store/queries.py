@@ -14,6 +14,7 @@ from service.core.histogram import quantile
 from service.core.policy import LabelKind
 from service.store.database import one_of
 from service.store.stats import served_hour
+from service.store.tables import dead_letters as dead_letter_table
 from service.store.tables import delay_buckets, delay_max, events, label_history, predictions, stat_counters
 
 
@@ -279,13 +280,12 @@ async def feedback_loop(
     return {
         "use_cases": report,
         "orphans_expired": sum(v for (n, _), v in unscoped.items() if n == "orphans_expired"),
-        "dead_letters": sum(v for (n, _), v in unscoped.items() if n == "dead_letters"),
+        "dead_letters": await dead_letters(conn),
     }
 
 
 async def dead_letters(conn: AsyncConnection) -> int:
-    result = await conn.execute(select(func.sum(stat_counters.c.value)).where(stat_counters.c.name == "dead_letters"))
-    return int(result.scalar_one() or 0)
+    return int((await conn.execute(select(func.count()).select_from(dead_letter_table))).scalar_one())
 
 
 async def pending_by_use_case(conn: AsyncConnection) -> dict[str, int]:

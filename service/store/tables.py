@@ -141,3 +141,14 @@ delay_max = Table(
     Column("served_hour", BigInteger, primary_key=True),
     Column("max_s", Float, nullable=False),
 )
+
+# Kafka mode: messages sent to the dead-letter topic, once each however often a batch is replayed.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("topic", String(ID), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)

@@ -63,3 +63,12 @@ def test_combined_needs_every_partition() -> None:
     assert combined_watermark([]) is None
     assert combined_watermark([EARLY, None]) is None
     assert combined_watermark([NOW, EARLY]) == EARLY
+
+
+def test_idle_partition_stops_at_its_owners_last_report() -> None:
+    """An owner killed just after saying "caught up" says nothing of what was produced since: the
+    partition must not follow the wall clock past that report (or a click produced meanwhile
+    would find its window closed: a fake negative)."""
+    last_report = NOW - timedelta(seconds=3)
+    silent = progress(EARLY, last_report - IDLE, caught_up=True, reported=last_report)
+    assert watermark(silent) == last_report - DISORDER
