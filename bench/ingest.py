@@ -18,19 +18,22 @@ import httpx
 import orjson
 
 from bench.data import workload
+from bench.kafka_env import settings_env
 from bench.report import Figure
+from service.config import Settings
 from tests.kafka.broker import free_port
 
 
 @contextmanager
-def server(db: Path, logs: Path) -> Iterator[str]:
+def server(logs: Path, db: Path | None = None, settings: Settings | None = None) -> Iterator[str]:
+    """`labelloop serve` on a free port: embedded on the SQLite file `db`, or with `settings`."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
-    env |= {
-        "LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "LABELLOOP_PORT": str(port),
-        "LABELLOOP_LOG_LEVEL": "warning",
-    }
+    if settings is not None:
+        env = settings_env(settings.model_copy(update={"port": port, "log_level": "warning"}))
+    else:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+        env |= {"LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{db}", "LABELLOOP_PORT": str(port)}
+        env["LABELLOOP_LOG_LEVEL"] = "warning"
     with (logs / "serve.log").open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -89,10 +92,10 @@ def raw_sqlite(path: Path, n: int) -> float:
 
 def scenario(workdir: Path, n_batch: int, n_single: int) -> list[Figure]:
     healthz_url_figures: list[Figure] = []
-    with server(workdir / "ingest.db", workdir) as url:
+    with server(workdir, db=workdir / "ingest.db") as url:
         healthz = load(url, "healthz", n_single)
         batches = load(url, "batches", n_batch)
-    with server(workdir / "ingest-single.db", workdir) as url:
+    with server(workdir, db=workdir / "ingest-single.db") as url:
         single = load(url, "single", n_single)
     raw = raw_sqlite(workdir / "raw.db", n_batch)
     healthz_url_figures += [
@@ -124,3 +127,19 @@ def scenario(workdir: Path, n_batch: int, n_single: int) -> list[Figure]:
         ),
     ]
     return healthz_url_figures
+
+
+def kafka_scenario(settings: Settings, workdir: Path, n_batch: int) -> list[Figure]:
+    """Kafka mode: the API validates and produces; 202 once the broker acknowledged."""
+    with server(workdir, settings=settings) as url:
+        healthz = load(url, "healthz", 1000)
+        batches = load(url, "batches", n_batch)
+    return [
+        Figure("ingest (Kafka mode)", "GET /healthz", healthz["requests_per_s"], "requests/s"),
+        Figure(
+            "ingest (Kafka mode)",
+            f"batches of 1,000 ({2 * n_batch:,} records), acked by the broker",
+            batches["records_per_s"],
+            "records/s",
+        ),
+    ]

@@ -4,6 +4,7 @@ the same topics, PostgreSQL COPY of the same rows) and a naive joiner on a sampl
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import time
 import uuid
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from bench.data import Workload
 from bench.kafka_env import BenchEnv, preload, start_consumer
 from bench.report import Figure
+from consumers.topics import ensure_topics
 from service.config import Settings
 
 
@@ -116,17 +118,33 @@ async def _counts(conn: asyncpg.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-async def run_joiners(
-    env: BenchEnv, settings: Settings, work: Workload, processes: int, logs: Path
-) -> tuple[float, int]:
-    """Records/s from the first committed row to the last, and the positive labels at the end."""
+def _assigned(log: Path) -> set[str]:
+    """The partitions a joiner last logged as assigned to it."""
+    lines = [line for line in log.read_text().splitlines() if "consumers.joiner: assigned [" in line]
+    return set(ast.literal_eval(lines[-1].split("assigned ", 1)[1])) if lines else set()
+
+
+async def run_joiners(env: BenchEnv, work: Workload, processes: int, logs: Path) -> tuple[float, int]:
+    """Joiners on fresh topics: once their group has formed, the workload is produced (far faster
+    than they consume); records/s from the first committed row to the last, and the positive
+    labels at the end."""
+    settings = env.settings()
+    await ensure_topics(settings)
     conn = await asyncpg.connect(env.dsn)
     await conn.execute(
         "TRUNCATE predictions, events, label_history, dataset_seqs, watermarks, stat_counters, delay_buckets, delay_max"
     )
     total = len(work.predictions) + len(work.events)
-    consumers = [start_consumer(settings, logs / f"joiner-{processes}-{i}.log") for i in range(processes)]
+    every = {f"{t}:{p}" for t in (settings.kafka_predictions_topic, settings.kafka_events_topic) for p in range(4)}
+    paths = [logs / f"joiner-{processes}-{i}.log" for i in range(processes)]
+    consumers = [start_consumer(settings.model_copy(update={"log_level": "info"}), path) for path in paths]
     try:
+        deadline = time.monotonic() + 120
+        while [len(_assigned(p)) for p in paths].count(0) or set().union(*map(_assigned, paths)) != every:
+            if time.monotonic() > deadline or any(c.poll() is not None for c in consumers):
+                raise RuntimeError(f"the joiners' group did not form; see {logs}")
+            await asyncio.sleep(0.2)
+        await preload(settings, work)
         first = None
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
@@ -166,13 +184,7 @@ async def scenario(env: BenchEnv, work: Workload, logs: Path) -> list[Figure]:
         Figure("joiner", "naive joiner (one record per transaction)", naive, "records/s"),
     ]
     for processes in (1, 2):
-        rate, positives = await run_joiners(
-            env,
-            settings.model_copy(update={"kafka_group_id": f"bench-{processes}-{uuid.uuid4().hex[:6]}"}),
-            work,
-            processes,
-            logs,
-        )
+        rate, positives = await run_joiners(env, work, processes, logs)
         if positives != work.expected_positive:
             raise AssertionError(f"{positives} positive labels, the generator's truth is {work.expected_positive}")
         label = f"{processes} consumer process{'es' if processes > 1 else ''}, {total:,} records"

@@ -11,12 +11,16 @@ from bench import ingest, joiner
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
+from consumers.topics import ensure_topics
 
 
-async def kafka_scenarios(n_predictions: int, logs: Path) -> list[Figure]:
+async def kafka_scenarios(n_predictions: int, n_batch: int, logs: Path) -> list[Figure]:
     work = workload(n_predictions)
     async with bench_env() as env:
-        return await joiner.scenario(env, work, logs)
+        settings = env.settings()
+        await ensure_topics(settings)
+        figures = await asyncio.to_thread(ingest.kafka_scenario, settings, logs, n_batch)
+        return figures + await joiner.scenario(env, work, logs)
 
 
 def main() -> None:
@@ -36,7 +40,7 @@ def main() -> None:
         work = Path(tmp)
         print(f"logs and scratch files in {work}")
         figures = ingest.scenario(work, sizes["batch"], sizes["single"])
-        figures += asyncio.run(kafka_scenarios(sizes["joiner_predictions"], work))
+        figures += asyncio.run(kafka_scenarios(sizes["joiner_predictions"], sizes["batch"], work))
     write(figures, quick=args.quick)
 
 
