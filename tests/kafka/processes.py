@@ -287,3 +287,24 @@ async def history_problems(engine: AsyncEngine) -> list[Any]:
         " HAVING count(*) > 1 LIMIT 10",
     )
     return revised + repeated
+
+
+async def assert_exact_figures(client: Any, predictions: int, clicks: int) -> dict[str, Any]:
+    """The feedback-loop figures of a run where `clicks` of `predictions` were clicked in their
+    window and every window has closed and sealed: each record counted exactly once."""
+    figures: dict[str, Any] = (await client.get("/v1/metrics/feedback-loop", params={"use_case": "recsys"})).json()
+    recsys: dict[str, Any] = figures["use_cases"]["recsys"]
+    assert recsys["served"] == predictions
+    assert recsys["labeled"] == predictions
+    assert recsys["pending"] == 0
+    negatives = predictions - clicks
+    assert recsys["labels_by_kind"] == {
+        "explicit": 0,
+        "behavioral": clicks,
+        "natural": 0,
+        "implicit_negative": negatives,
+    }
+    assert recsys["events"] == {"click": clicks}
+    assert recsys["feedback_delay"]["click"]["count"] == clicks
+    assert recsys["revisions"] == 0
+    return recsys

@@ -23,6 +23,7 @@ from service.config import Settings
 from tests.kafka.broker import Broker
 from tests.kafka.processes import (
     Outgoing,
+    assert_exact_figures,
     click,
     consumer_processes,
     final_label_mix,
@@ -135,15 +136,7 @@ async def test_sigkill_between_database_and_offset_commit_then_restart(
     assert await final_label_mix(pg_engine) == {("behavioral", 1): CLICKS, ("implicit_negative", 0): CLICKS}
     assert await history_problems(pg_engine) == []
 
-    figures = (await kafka_client.get("/v1/metrics/feedback-loop", params={"use_case": "recsys"})).json()
-    recsys = figures["use_cases"]["recsys"]
-    assert recsys["served"] == PREDICTIONS
-    assert recsys["labeled"] == PREDICTIONS
-    assert recsys["pending"] == 0
-    assert recsys["labels_by_kind"] == {"explicit": 0, "behavioral": CLICKS, "natural": 0, "implicit_negative": CLICKS}
-    assert recsys["events"] == {"click": CLICKS}
-    assert recsys["feedback_delay"]["click"]["count"] == CLICKS
-    assert recsys["revisions"] == 0
+    await assert_exact_figures(kafka_client, PREDICTIONS, CLICKS)
     finalized = await scalar(pg_engine, "SELECT sum(value) FROM stat_counters WHERE name = 'finalized'")
     assert finalized == PREDICTIONS
 

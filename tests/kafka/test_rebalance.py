@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.config import Settings
 from tests.kafka.processes import (
     ConsumerProcess,
+    assert_exact_figures,
     click,
     consumer_processes,
     counters,
@@ -99,15 +100,7 @@ async def test_two_processes_join_and_leave_mid_stream(
     )
     assert clicked == CLICKS
 
-    figures = (await kafka_client.get("/v1/metrics/feedback-loop", params={"use_case": "recsys"})).json()
-    recsys = figures["use_cases"]["recsys"]
-    assert recsys["served"] == PREDICTIONS
-    assert recsys["labeled"] == PREDICTIONS
-    assert recsys["pending"] == 0
-    assert recsys["labels_by_kind"] == {"explicit": 0, "behavioral": CLICKS, "natural": 0, "implicit_negative": CLICKS}
-    assert recsys["events"] == {"click": CLICKS}
-    assert recsys["feedback_delay"]["click"]["count"] == CLICKS
-    assert recsys["revisions"] == 0
+    recsys = await assert_exact_figures(kafka_client, PREDICTIONS, CLICKS)
     assert recsys["label_changes"] == 0
     assert recsys["late_events"] == 0
     totals = await counters(pg_engine)
