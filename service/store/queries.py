@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Text, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import quantile
@@ -149,12 +149,13 @@ def _dataset_query(f: DatasetFilter, after: int, limit: int) -> Select[Any]:
             predictions.c.model_version,
             predictions.c.served_at,
             predictions.c.subject_id,
-            predictions.c.features,
-            predictions.c.output,
-            predictions.c.label,
+            # JSON columns as their text: exported as they are stored, never parsed and re-encoded.
+            cast(predictions.c.features, Text),
+            cast(predictions.c.output, Text),
+            cast(predictions.c.label, Text),
             predictions.c.label_kind,
             predictions.c.label_status.label("status"),
-            predictions.c.label_sources.label("sources"),
+            cast(predictions.c.label_sources, Text),
             predictions.c.feedback_delay_s,
             predictions.c.revision,
             predictions.c.seq,
@@ -176,10 +177,14 @@ def _dataset_query(f: DatasetFilter, after: int, limit: int) -> Select[Any]:
     return query
 
 
-async def dataset_page(conn: AsyncConnection, f: DatasetFilter, after: int, limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` labeled rows with seq > after, in seq order (a keyset page)."""
+JSON_COLUMNS = frozenset({"features", "output", "label", "sources"})
+
+
+async def dataset_page(conn: AsyncConnection, f: DatasetFilter, after: int, limit: int) -> list[tuple[Any, ...]]:
+    """Up to `limit` labeled rows with seq > after, in seq order (a keyset page), as tuples in
+    DATASET_COLUMNS order; the JSON columns as JSON text (or None)."""
     result = await conn.execute(_dataset_query(f, after, limit))
-    return [dict(zip(DATASET_COLUMNS, row, strict=True)) for row in result]
+    return [tuple(row) for row in result]
 
 
 async def feedback_loop(

@@ -131,6 +131,8 @@ delay_buckets = Table(
     Column("served_hour", BigInteger, primary_key=True),
     Column("bucket", Integer, primary_key=True),
     Column("count", BigInteger, nullable=False),
+    # Covers the feedback-loop query, which groups by bucket across hours: no sort, no table reads.
+    Index("ix_delay_buckets_quantiles", "use_case", "event_type", "bucket", "served_hour", "count"),
 )
 
 delay_max = Table(

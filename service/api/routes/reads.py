@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,7 +19,9 @@ from service.store import queries
 
 router = APIRouter(prefix="/v1")
 
-PAGE = 1000
+PAGE = 5000
+_JSON_AT = [i for i, c in enumerate(queries.DATASET_COLUMNS) if c in queries.JSON_COLUMNS]
+_SEQ_AT = queries.DATASET_COLUMNS.index("seq")
 
 
 def _json(payload: Any) -> Response:
@@ -35,13 +38,26 @@ async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     return _json(found)
 
 
-def _csv_line(row: dict[str, Any]) -> str:
+def _jsonl(page: list[tuple[Any, ...]]) -> bytes:
+    lines = []
+    for row in page:
+        values = list(row)
+        for i in _JSON_AT:
+            if values[i] is not None:
+                values[i] = orjson.Fragment(values[i])  # already JSON text
+        lines.append(orjson.dumps(dict(zip(queries.DATASET_COLUMNS, values, strict=True))))
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+def _csv(page: list[tuple[Any, ...]]) -> bytes:
+    """JSON columns as their JSON text, times as in JSONL (RFC 3339), None as an empty cell."""
     out = io.StringIO()
-    csv.writer(out).writerow(
-        orjson.dumps(v).decode() if isinstance(v, dict | list) else ("" if v is None else v)
-        for v in (row[c] for c in queries.DATASET_COLUMNS)
+    writer = csv.writer(out)
+    writer.writerows(
+        ["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row] for row in page
     )
-    return out.getvalue()
+    return out.getvalue().encode()
 
 
 @router.get("/datasets/{use_case}", tags=["dataset"])
@@ -85,11 +101,8 @@ async def get_dataset(
                 page = await queries.dataset_page(conn, filters, after, size)
             if not page:
                 return
-            if format == "csv":
-                yield "".join(_csv_line(r) for r in page).encode()
-            else:
-                yield b"".join(orjson.dumps(r) + b"\n" for r in page)
-            after = page[-1]["seq"]
+            yield _csv(page) if format == "csv" else _jsonl(page)
+            after = page[-1][_SEQ_AT]
             if remaining is not None:
                 remaining -= len(page)
             if len(page) < size:
