@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     idle_timeout: Duration = timedelta(seconds=5)
     orphan_ttl: Duration = timedelta(hours=24)
     sweep_interval: Duration = Field(
-        timedelta(seconds=1), description="How often the idle watermark and window sweep run."
+        timedelta(seconds=1),
+        description="Embedded mode: how often the idle watermark and window sweep run (joiners: every poll).",
     )
     max_batch: Annotated[int, Ge(1)] = 10_000
     migrate_on_start: bool | None = Field(
