@@ -5,42 +5,57 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ingest, joiner
+from bench import export, freshness, ingest, joiner, metrics_latency
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
 from consumers.topics import ensure_topics
 
 
-async def kafka_scenarios(n_predictions: int, n_batch: int, logs: Path) -> list[Figure]:
-    work = workload(n_predictions)
+@dataclass(frozen=True)
+class Sizes:
+    joiner_predictions: int  # each with one event: twice as many records
+    batch: int  # records per collection in the HTTP batch ingest
+    single: int  # single-record requests
+    export: list[int]  # dataset rows, two sizes to show memory does not grow
+    metrics_events: int
+    fresh_rate: int  # events/s for the freshness runs
+    fresh_seconds: int
+
+
+QUICK = Sizes(50_000, 20_000, 1_000, [100_000, 500_000], 1_000_000, 500, 15)
+FULL = Sizes(500_000, 100_000, 5_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60)
+
+
+async def kafka_scenarios(sizes: Sizes, logs: Path) -> list[Figure]:
     async with bench_env() as env:
         settings = env.settings()
         await ensure_topics(settings)
-        figures = await asyncio.to_thread(ingest.kafka_scenario, settings, logs, n_batch)
-        return figures + await joiner.scenario(env, work, logs)
+        figures = await asyncio.to_thread(ingest.kafka_scenario, settings, logs, sizes.batch)
+        figures += await joiner.scenario(env, workload(sizes.joiner_predictions), logs)
+        # These truncate the store: after the joiner scenario.
+        figures += await freshness.kafka_freshness(env, logs, sizes.fresh_rate, sizes.fresh_seconds)
+        figures += await freshness.kafka_negative_timeliness(env, logs)
+        return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced sizes, a few minutes")
     args = parser.parse_args()
-    sizes = (
-        {"joiner_predictions": 50_000, "batch": 20_000, "single": 1_000}
-        if args.quick
-        else {
-            "joiner_predictions": 500_000,
-            "batch": 100_000,
-            "single": 5_000,
-        }
-    )
+    sizes = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="labelloop-bench-") as tmp:
         work = Path(tmp)
-        print(f"logs and scratch files in {work}")
-        figures = ingest.scenario(work, sizes["batch"], sizes["single"])
-        figures += asyncio.run(kafka_scenarios(sizes["joiner_predictions"], sizes["batch"], work))
+        print(f"logs and scratch files in {work}", flush=True)
+        figures = ingest.scenario(work, sizes.batch, sizes.single)
+        figures += asyncio.run(freshness.embedded_freshness(work, sizes.fresh_rate, sizes.fresh_seconds))
+        figures += asyncio.run(freshness.negative_timeliness(work))
+        figures += export.scenario(work, sizes.export)
+        figures += metrics_latency.scenario(work, sizes.metrics_events)
+        figures += asyncio.run(kafka_scenarios(sizes, work))
     write(figures, quick=args.quick)
 
 
