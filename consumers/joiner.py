@@ -32,7 +32,7 @@ from service.core.policy import PolicySet
 from service.core.validation import InvalidRecord
 from service.store.database import Database
 from service.store.ingest import DeadLetter, LabelContext, PartitionReport, UnitResult, ingest_partitions
-from service.store.repository import RecordConflict, content_hash
+from service.store.repository import RecordConflict
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,11 @@ class Batch:
         self.events = self._first_wins(self.events, lambda r: r.event_id, "event_id")
 
     def _first_wins(self, pool: list[Any], key: Callable[[Any], str], field: str) -> list[Any]:
-        first: dict[str, str] = {}
+        first: dict[str, Any] = {}
         kept = []
         for record, message in pool:
-            digest = content_hash(record)
-            if first.setdefault(key(record), digest) == digest:
+            # Record equality is content equality: received_at is left out, instants compare as such.
+            if first.setdefault(key(record), record) == record:
                 kept.append((record, message))
             else:
                 self.dead.append((message, f"{field} {key(record)} re-used with different content"))
