@@ -15,15 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from bench.ingest import server_process
 from bench.report import Figure
-from tests.kafka.broker import free_port
+from service.store.queries import DATASET_COLUMNS, JSON_COLUMNS
 
 SCENARIO = "dataset export (embedded, SQLite)"
 USE_CASE = "recsys"
@@ -43,23 +43,6 @@ _RAW_SELECT = (
     " label_status, label_sources, feedback_delay_s, revision, seq FROM predictions"
     " WHERE use_case = ? ORDER BY seq"
 )
-_RAW_NAMES = (
-    "prediction_id",
-    "model",
-    "model_version",
-    "served_at",
-    "subject_id",
-    "features",
-    "output",
-    "label",
-    "label_kind",
-    "status",
-    "sources",
-    "feedback_delay_s",
-    "revision",
-    "seq",
-)
-_JSON_COLUMNS = frozenset({"features", "output", "label", "sources"})
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -161,13 +144,13 @@ def raw_read(db: Path, n: int) -> float:
     conn = sqlite3.connect(db)
     try:
         fragment = orjson.Fragment
-        json_at = [name in _JSON_COLUMNS for name in _RAW_NAMES]
+        json_at = [name in JSON_COLUMNS for name in DATASET_COLUMNS]
         started = time.perf_counter()
         count, size = 0, 0
         for row in conn.execute(_RAW_SELECT, (USE_CASE,)):
             record = {
                 name: fragment(v) if is_json and isinstance(v, str) else v
-                for name, v, is_json in zip(_RAW_NAMES, row, json_at, strict=True)
+                for name, v, is_json in zip(DATASET_COLUMNS, row, json_at, strict=True)
             }
             size += len(orjson.dumps(record)) + 1
             count += 1
@@ -179,38 +162,6 @@ def raw_read(db: Path, n: int) -> float:
 
 
 # -- the server and its memory --------------------------------------------------------------
-
-
-@contextmanager
-def serve(logs: Path, db: Path) -> Iterator[tuple[str, int]]:
-    """`labelloop serve` on the SQLite file `db`, as bench.ingest.server, yielding (url, pid)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
-    env |= {
-        "LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "LABELLOOP_PORT": str(port),
-        "LABELLOOP_LOG_LEVEL": "warning",
-    }
-    with (logs / "serve.log").open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"labelloop serve did not start; see {logs / 'serve.log'}")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -275,7 +226,8 @@ def scenario(workdir: Path, sizes: list[int]) -> list[Figure]:
         seconds = fill(db, n)
         print(f"export: filled {n:,} rows in {seconds:.1f} s", flush=True)
         raw = raw_read(db, n)
-        with serve(workdir, db) as (url, pid):
+        with server_process(workdir, db=db) as (url, process):
+            pid = process.pid
             idle = rss_mb(pid)
             results = {fmt: export(url, pid, fmt, n) for fmt in ("jsonl", "csv")}
         for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):

@@ -27,6 +27,15 @@ from tests.kafka.broker import free_port
 @contextmanager
 def server(logs: Path, db: Path | None = None, settings: Settings | None = None) -> Iterator[str]:
     """`labelloop serve` on a free port: embedded on the SQLite file `db`, or with `settings`."""
+    with server_process(logs, db, settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    logs: Path, db: Path | None = None, settings: Settings | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As server(), yielding the process too (to watch its memory)."""
     port = free_port()
     if settings is not None:
         env = settings_env(settings.model_copy(update={"port": port, "log_level": "warning"}))
@@ -47,7 +56,7 @@ def server(logs: Path, db: Path | None = None, settings: Settings | None = None)
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)
