@@ -34,7 +34,8 @@ test: lint  ## lint, then every test (needs PostgreSQL on 127.0.0.1:5432)
 clean:  ## remove the virtual environment and local databases
 	rm -rf $(VENV) labelloop.db labelloop.db-wal labelloop.db-shm
 
-bench: $(STAMP)  ## benchmarks beside their ceilings: bench/results.md (needs PostgreSQL)
+bench: $(STAMP)  ## benchmarks beside their ceilings and peers: bench/results.md (needs PostgreSQL)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.run
 
 bench-quick: $(STAMP)  ## a reduced benchmark run, a few minutes

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import export, freshness, ingest, joiner, metrics_latency
+from bench import export, freshness, ingest, joiner, metrics_latency, peers
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
@@ -24,10 +24,11 @@ class Sizes:
     metrics_events: int
     fresh_rate: int  # events/s for the freshness runs
     fresh_seconds: int
+    peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
 
 
-QUICK = Sizes(50_000, 20_000, 1_000, [100_000, 500_000], 1_000_000, 500, 15)
-FULL = Sizes(500_000, 100_000, 5_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60)
+QUICK = Sizes(50_000, 20_000, 1_000, [100_000, 500_000], 1_000_000, 500, 15, 0)
+FULL = Sizes(500_000, 100_000, 5_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000)
 
 
 async def kafka_scenarios(sizes: Sizes, logs: Path) -> list[Figure]:
@@ -36,6 +37,8 @@ async def kafka_scenarios(sizes: Sizes, logs: Path) -> list[Figure]:
         await ensure_topics(settings)
         figures = await asyncio.to_thread(ingest.kafka_scenario, settings, logs, sizes.batch)
         figures += await joiner.scenario(env, workload(sizes.joiner_predictions), logs)
+        if sizes.peers_predictions:
+            figures += await peers.scenario(env, workload(sizes.peers_predictions), logs)
         # These truncate the store: after the joiner scenario.
         figures += await freshness.kafka_freshness(env, logs, sizes.fresh_rate, sizes.fresh_seconds)
         figures += await freshness.kafka_negative_timeliness(env, logs)
