@@ -32,7 +32,7 @@ from service.core.policy import PolicySet
 from service.core.validation import InvalidRecord
 from service.store.database import Database
 from service.store.ingest import DeadLetter, LabelContext, PartitionReport, UnitResult, ingest_partitions
-from service.store.repository import RecordConflict
+from service.store.records import RecordConflict
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from consumers.producer import BrokerUnavailable
 from service.core.validation import InvalidRecord
-from service.store.repository import RecordConflict
+from service.store.records import RecordConflict
 
 
 class BadRequest(Exception):

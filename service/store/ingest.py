@@ -21,7 +21,8 @@ from service.core.windows import (
 )
 from service.store import stats, tables, watermarks
 from service.store.database import dialect_insert
-from service.store.repository import IngestResult, Labeler
+from service.store.records import IngestResult
+from service.store.repository import Labeler
 from service.store.stats import StatsDelta
 
 EMBEDDED_WATERMARK = "embedded"

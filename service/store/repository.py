@@ -5,14 +5,12 @@ caller makes after these calls return.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,71 +28,15 @@ from service.core.resolution import resolve
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
 from service.store.database import dialect_insert, one_of
+from service.store.records import (
+    IngestResult,
+    chunks,
+    content_hash,
+    source_json,
+    split_duplicates,
+)
 from service.store.stats import NO_USE_CASE, StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
-
-CHUNK = 1000  # ids per lookup: SQLite allows 32,766 parameters per statement
-
-
-class RecordConflict(Exception):
-    """An id that is already stored with different content."""
-
-    def __init__(self, field: str, ids: Sequence[str], reason: str) -> None:
-        super().__init__(f"{field} {reason}: {', '.join(ids)}")
-        self.field = field
-        self.ids = list(ids)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    accepted: int
-    duplicates: int
-
-
-def content_hash(record: PredictionRecord | EventRecord) -> str:
-    """A digest of the record exactly as the client sent it (defaults not filled in), so a retry
-    of the same request is recognised as a duplicate."""
-    content = {
-        name: value.astimezone(UTC) if isinstance(value, datetime) else value  # one instant, one digest
-        for name in record.__slots__
-        if name != "received_at" and (value := getattr(record, name)) is not None
-    }
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def _source_json(source: Source) -> dict[str, str | None]:
-    return {"event_id": source.event_id, "type": source.type, "actor": source.actor}
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
-
-
-def _split_duplicates(
-    field: str, keyed: list[tuple[str, str, Any]], stored: dict[str, str]
-) -> tuple[list[tuple[str, str, Any]], int]:
-    """Drop records whose id is already stored or repeated in the batch with the same content;
-    raise RecordConflict naming every id whose content differs."""
-    fresh: list[tuple[str, str, Any]] = []
-    seen = dict(stored)
-    duplicates = 0
-    conflicts: set[str] = set()
-    for key, digest, record in keyed:
-        known = seen.get(key)
-        if known is None:
-            seen[key] = digest
-            fresh.append((key, digest, record))
-        elif known == digest:
-            duplicates += 1
-        else:
-            conflicts.add(key)
-    if conflicts & stored.keys():
-        raise RecordConflict(field, sorted(conflicts & stored.keys()), "already stored with different content")
-    if conflicts:
-        raise RecordConflict(field, sorted(conflicts), "repeated in this request with different content")
-    return fresh, duplicates
 
 
 @dataclass(slots=True)
@@ -181,7 +123,7 @@ class Labeler:
             check_prediction(self.policies, index, record)
         keyed = [(r.prediction_id, content_hash(r), r) for r in records]
         stored = await self._stored_hashes(predictions.c.prediction_id, predictions.c.content_hash, keyed)
-        fresh, duplicates = _split_duplicates("prediction_id", keyed, stored)
+        fresh, duplicates = split_duplicates("prediction_id", keyed, stored)
         if not fresh:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
@@ -215,7 +157,7 @@ class Labeler:
     async def _join_orphans(self, prediction_ids: list[str]) -> None:
         """Join the events that were waiting for these predictions."""
         orphans: list[Any] = []
-        for chunk in _chunks(prediction_ids):
+        for chunk in chunks(prediction_ids):
             # Locked: of two writers reaching the same orphan, the second finds it joined.
             result = await self.conn.execute(
                 select(events)
@@ -267,7 +209,7 @@ class Labeler:
             check_event(self.policies, index, record, None if pred is None else pred.use_case)
         keyed = [(r.event_id, content_hash(r), r) for r in records]
         stored = await self._stored_hashes(events.c.event_id, events.c.content_hash, keyed)
-        fresh, duplicates = _split_duplicates("event_id", keyed, stored)
+        fresh, duplicates = split_duplicates("event_id", keyed, stored)
         if not fresh:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
@@ -371,7 +313,7 @@ class Labeler:
         if not preds:
             return
         evidence: dict[str, list[Evidence]] = defaultdict(list)
-        for chunk in _chunks([p.prediction_id for p in preds]):
+        for chunk in chunks([p.prediction_id for p in preds]):
             result = await self.conn.execute(
                 select(
                     events.c.prediction_id,
@@ -483,7 +425,7 @@ class Labeler:
             "new_label": None if label is None else label.label,
             "new_kind": None if label is None else label.kind.value,
             "new_rule": None if label is None else label.rule,
-            "new_sources": None if label is None else [_source_json(s) for s in label.sources],
+            "new_sources": None if label is None else [source_json(s) for s in label.sources],
             "new_status": None if label is None else label.status.value,
             "new_revision": None if label is None else label.revision,
             "new_seq": pred.seq,
@@ -500,7 +442,7 @@ class Labeler:
             "label": label.label,
             "kind": label.kind.value,
             "rule": label.rule,
-            "sources": [_source_json(s) for s in label.sources],
+            "sources": [source_json(s) for s in label.sources],
             "status": label.status.value,
             "feedback_delay_s": pred.feedback_delay_s,
             "recorded_at": self.now,
@@ -511,7 +453,7 @@ class Labeler:
 
     async def _load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, _Prediction]:
         found: dict[str, _Prediction] = {}
-        for chunk in _chunks(prediction_ids):
+        for chunk in chunks(prediction_ids):
             result = await self.conn.execute(
                 select(*_PREDICTION_COLUMNS)
                 .where(one_of(self.conn, predictions.c.prediction_id, chunk))
@@ -526,7 +468,7 @@ class Labeler:
         self, key_column: Any, hash_column: Any, keyed: list[tuple[str, str, Any]]
     ) -> dict[str, str]:
         stored: dict[str, str] = {}
-        for chunk in _chunks(sorted({key for key, _, _ in keyed})):
+        for chunk in chunks(sorted({key for key, _, _ in keyed})):
             result = await self.conn.execute(
                 select(key_column, hash_column).where(one_of(self.conn, key_column, chunk))
             )
