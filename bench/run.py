@@ -27,7 +27,7 @@ class Sizes:
     peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
 
 
-QUICK = Sizes(50_000, 20_000, 1_000, [100_000, 500_000], 1_000_000, 500, 15, 0)
+QUICK = Sizes(25_000, 10_000, 500, [50_000, 250_000], 500_000, 500, 10, 0)
 FULL = Sizes(500_000, 100_000, 5_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000)
 
 
