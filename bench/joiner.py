@@ -7,15 +7,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from bench.data import Workload
-from bench.kafka_env import BenchEnv, preload, start_consumer
+from bench.kafka_env import BenchEnv, preload, start_consumer, topics_consumer
 from bench.report import Figure
 from consumers.topics import ensure_topics
 from service.config import Settings
@@ -23,15 +21,7 @@ from service.config import Settings
 
 async def raw_consumption(settings: Settings, total: int) -> float:
     """Records/s of an aiokafka consumer that does nothing with what it reads."""
-    consumer = AIOKafkaConsumer(
-        settings.kafka_predictions_topic,
-        settings.kafka_events_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"raw-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-    )
+    consumer = topics_consumer(settings, "raw")
     await consumer.start()
     try:
         seen, started = 0, None

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.data import Workload
 from consumers.codec import encode
@@ -23,6 +23,7 @@ from service.config import Settings
 from service.store import migrate
 from service.store.database import create_engine
 from tests.kafka.broker import Broker
+from tests.kafka.processes import settings_env as variables
 
 ADMIN_DSN = os.environ.get("LABELLOOP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -95,17 +96,23 @@ async def preload(settings: Settings, work: Workload) -> None:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The LABELLOOP_* variables that reproduce these settings in another process."""
+    """The environment of a process that reads exactly these settings: ours, less LABELLOOP_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
-    for field, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, timedelta):
-            value = f"{value.total_seconds()}s"
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        env[f"LABELLOOP_{field.upper()}"] = str(value)
+    env.update({f"LABELLOOP_{name.upper()}": value for name, value in variables(settings).items()})
     return env
+
+
+def topics_consumer(settings: Settings, group_prefix: str) -> AIOKafkaConsumer:
+    """A consumer of both topics from the start, in a group of its own."""
+    return AIOKafkaConsumer(
+        settings.kafka_predictions_topic,
+        settings.kafka_events_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{group_prefix}-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+    )
 
 
 def start_consumer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

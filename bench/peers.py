@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench.data import BASE, SEAL, WINDOW, Workload
 from bench.joiner import raw_consumption
-from bench.kafka_env import BenchEnv, preload
+from bench.kafka_env import BenchEnv, preload, topics_consumer
 from bench.report import Figure
 from service.config import Settings
 
@@ -116,15 +116,7 @@ async def aiokafka_sqlite(settings: Settings, total: int, path: Path) -> tuple[f
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     db.executescript(SCHEMA)
-    consumer = AIOKafkaConsumer(
-        settings.kafka_predictions_topic,
-        settings.kafka_events_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"peer-sqlite-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-    )
+    consumer = topics_consumer(settings, "peer-sqlite")
     await consumer.start()
     try:
         seen, clock, started = 0, 0, None
