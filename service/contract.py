@@ -45,7 +45,7 @@ class PredictionIn(BaseModel):
     context: dict[str, Any] | None = None
 
     def to_record(self, received_at: datetime) -> PredictionRecord:
-        return PredictionRecord(**self.model_dump(), received_at=received_at)
+        return PredictionRecord(**dict(self), received_at=received_at)  # fields as validated, no copy
 
 
 class PredictionBatch(BaseModel):
@@ -66,7 +66,7 @@ class EventIn(BaseModel):
     payload: dict[str, Any] | None = None
 
     def to_record(self, received_at: datetime) -> EventRecord:
-        return EventRecord(**self.model_dump(), received_at=received_at)
+        return EventRecord(**dict(self), received_at=received_at)
 
 
 class EventBatch(BaseModel):

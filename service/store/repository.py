@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.labels import CurrentLabel, label_change
@@ -27,6 +27,7 @@ from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
+from service.store.bulk import insert_rows, update_rows
 from service.store.database import dialect_insert, one_of
 from service.store.records import (
     IngestResult,
@@ -150,7 +151,7 @@ class Labeler:
                 }
             )
             self.stats.count(record.use_case, "served", served_hour(served_at))
-        await self.conn.execute(predictions.insert(), rows)
+        await insert_rows(self.conn, predictions, rows)
         await self._join_orphans([r["prediction_id"] for r in rows])
         return IngestResult(accepted=len(fresh), duplicates=duplicates)
 
@@ -187,17 +188,8 @@ class Labeler:
             else:
                 disposition = "invalid"
                 self.stats.count(pred.use_case, "invalid_events", pred.hour, event_type=orphan.type)
-            updates.append({"row_id": orphan.id, "new_disposition": disposition, "new_reason": reason})
-        await self.conn.execute(
-            update(events)
-            .where(events.c.id == bindparam("row_id"))
-            .values(
-                disposition=bindparam("new_disposition"),
-                reason=bindparam("new_reason"),
-                orphan_expires_at=None,
-            ),
-            updates,
-        )
+            updates.append({"id": orphan.id, "disposition": disposition, "reason": reason, "orphan_expires_at": None})
+        await update_rows(self.conn, events, "id", updates)
         await self._relabel([p for p in preds.values() if p.touched])
 
     # -- events ----------------------------------------------------------------------------
@@ -235,7 +227,7 @@ class Labeler:
                     "orphan_expires_at": expires,
                 }
             )
-        await self.conn.execute(events.insert(), rows)
+        await insert_rows(self.conn, events, rows)
         await self._relabel([p for p in preds.values() if p.touched])
         return IngestResult(accepted=len(fresh), duplicates=duplicates)
 
@@ -374,26 +366,8 @@ class Labeler:
             last = await self._reserve_seqs(use_case, len(needing))
             for offset, pred in enumerate(needing):
                 pred.seq = last - len(needing) + 1 + offset
-        await self.conn.execute(
-            update(predictions)
-            .where(predictions.c.id == bindparam("row_id"))
-            .values(
-                phase=bindparam("new_phase"),
-                deadline=bindparam("new_deadline"),
-                label=bindparam("new_label"),
-                label_kind=bindparam("new_kind"),
-                label_rule=bindparam("new_rule"),
-                label_sources=bindparam("new_sources"),
-                label_status=bindparam("new_status"),
-                revision=bindparam("new_revision"),
-                seq=bindparam("new_seq"),
-                feedback_delay_s=bindparam("new_delay"),
-            ),
-            [self._row_values(p) for p in changed],
-        )
-        history = [self._history_row(p) for p in changed if p.needs_seq]
-        if history:
-            await self.conn.execute(label_history.insert(), history)
+        await update_rows(self.conn, predictions, "id", [self._row_values(p) for p in changed])
+        await insert_rows(self.conn, label_history, [self._history_row(p) for p in changed if p.needs_seq])
         for pred in changed:
             pred.stored_phase = pred.phase
             pred.needs_seq = False
@@ -419,17 +393,17 @@ class Labeler:
     def _row_values(self, pred: _Prediction) -> dict[str, Any]:
         label = pred.current
         return {
-            "row_id": pred.row_id,
-            "new_phase": pred.phase.value,
-            "new_deadline": self._deadline_of(pred),
-            "new_label": None if label is None else label.label,
-            "new_kind": None if label is None else label.kind.value,
-            "new_rule": None if label is None else label.rule,
-            "new_sources": None if label is None else [source_json(s) for s in label.sources],
-            "new_status": None if label is None else label.status.value,
-            "new_revision": None if label is None else label.revision,
-            "new_seq": pred.seq,
-            "new_delay": pred.feedback_delay_s,
+            "id": pred.row_id,
+            "phase": pred.phase.value,
+            "deadline": self._deadline_of(pred),
+            "label": None if label is None else label.label,
+            "label_kind": None if label is None else label.kind.value,
+            "label_rule": None if label is None else label.rule,
+            "label_sources": None if label is None else [source_json(s) for s in label.sources],
+            "label_status": None if label is None else label.status.value,
+            "revision": None if label is None else label.revision,
+            "seq": pred.seq,
+            "feedback_delay_s": pred.feedback_delay_s,
         }
 
     def _history_row(self, pred: _Prediction) -> dict[str, Any]:

