@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import httpx
@@ -104,6 +104,43 @@ async def test_csv(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
     )
     assert json.loads(row["features"]) == {"f": [1, 2]}
     assert json.loads(row["sources"])[0]["actor"] == "user:7"
+
+
+async def test_a_row_is_the_same_in_jsonl_and_csv(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    """JSONL lines are encoded by the database: every column, types kept, served_at in UTC with
+    microseconds whatever offset it was sent with."""
+    t = Timeline(client, runtime, clock)
+    served = (T0 + timedelta(microseconds=1500)).astimezone(timezone(timedelta(hours=-5)))
+    features = {"f": [1, 2.5, None], "s": 'ça "va"\n', "nested": {"deep": True}}
+    await t.predict("A", served, model="ranker", model_version="7", subject_id="user:7", features=features)
+    await t.event("A", "rating", T0 + timedelta(seconds=90), value=5, actor="user:7", event_id="r1")
+    expected = {
+        "prediction_id": "A",
+        "model": "ranker",
+        "model_version": "7",
+        "served_at": "2026-11-02T12:00:00.001500+00:00",
+        "subject_id": "user:7",
+        "features": features,
+        "output": None,
+        "label": 1,
+        "label_kind": "explicit",
+        "status": "provisional",
+        "sources": [{"event_id": "r1", "type": "rating", "actor": "user:7"}],
+        "feedback_delay_s": 89.9985,
+        "revision": 0,
+        "seq": 1,
+    }
+    [row] = await rows(client)
+    assert row == expected
+    assert list(row) == list(expected)  # the documented column order
+
+    response = await client.get("/v1/datasets/recsys", params={"format": "csv"})
+    [cells] = list(csv.DictReader(io.StringIO(response.text)))
+    assert cells["served_at"] == expected["served_at"]
+    assert json.loads(cells["features"]) == features
+    assert (cells["output"], float(cells["feedback_delay_s"]), cells["seq"]) == ("", 89.9985, "1")
 
 
 async def test_unknown_use_case_and_bad_query(client: httpx.AsyncClient) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.deps import RuntimeDep
 from service.api.errors import BadRequest, problem
@@ -20,7 +20,6 @@ from service.store import queries
 router = APIRouter(prefix="/v1")
 
 PAGE = 5000
-_JSON_AT = [i for i, c in enumerate(queries.DATASET_COLUMNS) if c in queries.JSON_COLUMNS]
 _SEQ_AT = queries.DATASET_COLUMNS.index("seq")
 
 
@@ -38,26 +37,21 @@ async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     return _json(found)
 
 
-def _jsonl(page: list[tuple[Any, ...]]) -> bytes:
-    lines = []
-    for row in page:
-        values = list(row)
-        for i in _JSON_AT:
-            if values[i] is not None:
-                values[i] = orjson.Fragment(values[i])  # already JSON text
-        lines.append(orjson.dumps(dict(zip(queries.DATASET_COLUMNS, values, strict=True))))
-    lines.append(b"")
-    return b"\n".join(lines)
+Page = tuple[bytes, int, int]  # body, rows, last seq
 
 
-def _csv(page: list[tuple[Any, ...]]) -> bytes:
-    """JSON columns as their JSON text, times as in JSONL (RFC 3339), None as an empty cell."""
+async def _jsonl_page(conn: AsyncConnection, filters: queries.DatasetFilter, after: int, size: int) -> Page:
+    lines = await queries.dataset_lines(conn, filters, after, size)
+    body = "".join(f"{line}\n" for line, _ in lines).encode()
+    return body, len(lines), lines[-1][1] if lines else after
+
+
+async def _csv_page(conn: AsyncConnection, filters: queries.DatasetFilter, after: int, size: int) -> Page:
+    """JSON columns as their JSON text, served_at as in JSONL, None as an empty cell."""
+    page = await queries.dataset_page(conn, filters, after, size)
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerows(
-        ["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row] for row in page
-    )
-    return out.getvalue().encode()
+    csv.writer(out).writerows(["" if v is None else v for v in row] for row in page)
+    return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after
 
 
 @router.get("/datasets/{use_case}", tags=["dataset"])
@@ -94,18 +88,17 @@ async def get_dataset(
     async def rows() -> AsyncIterator[bytes]:
         if format == "csv":
             yield ",".join(queries.DATASET_COLUMNS).encode() + b"\r\n"
+        fetch = _csv_page if format == "csv" else _jsonl_page
         after, remaining = since, limit
         while remaining is None or remaining > 0:
             size = PAGE if remaining is None else min(PAGE, remaining)
             async with runtime.db.read() as conn:
-                page = await queries.dataset_page(conn, filters, after, size)
-            if not page:
-                return
-            yield _csv(page) if format == "csv" else _jsonl(page)
-            after = page[-1][_SEQ_AT]
+                body, count, after = await fetch(conn, filters, after, size)
+            if count:
+                yield body
             if remaining is not None:
-                remaining -= len(page)
-            if len(page) < size:
+                remaining -= count
+            if count < size:
                 return
 
     media = "text/csv" if format == "csv" else "application/x-ndjson"
