@@ -8,6 +8,7 @@ import ast
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -36,6 +37,33 @@ async def raw_consumption(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
+def _copy_rows(work: Workload) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The records' own columns, in the order of COPY_COLUMNS."""
+    p_rows = [
+        (
+            p.prediction_id,
+            p.use_case,
+            p.model,
+            p.model_version,
+            p.served_at,
+            orjson.dumps(p.features).decode(),
+            orjson.dumps(p.output).decode(),
+        )
+        for p in work.predictions
+    ]
+    e_rows = [
+        (e.event_id, e.prediction_id, e.type, e.occurred_at, orjson.dumps(e.value).decode(), e.actor)
+        for e in work.events
+    ]
+    return p_rows, e_rows
+
+
+COPY_COLUMNS = (
+    ["prediction_id", "use_case", "model", "model_version", "served_at", "features", "output"],
+    ["event_id", "prediction_id", "type", "occurred_at", "value", "actor"],
+)
+
+
 async def copy_ceiling(dsn: str, work: Workload) -> float:
     """Rows/s of PostgreSQL COPY of the same rows into unindexed scratch tables."""
     conn = await asyncpg.connect(dsn)
@@ -46,22 +74,7 @@ async def copy_ceiling(dsn: str, work: Workload) -> float:
             "CREATE TEMP TABLE e (event_id text, prediction_id text, type text, occurred_at timestamptz,"
             " value jsonb, actor text)"
         )
-        p_rows = [
-            (
-                p.prediction_id,
-                p.use_case,
-                p.model,
-                p.model_version,
-                p.served_at,
-                orjson.dumps(p.features).decode(),
-                orjson.dumps(p.output).decode(),
-            )
-            for p in work.predictions
-        ]
-        e_rows = [
-            (e.event_id, e.prediction_id, e.type, e.occurred_at, orjson.dumps(e.value).decode(), e.actor)
-            for e in work.events
-        ]
+        p_rows, e_rows = _copy_rows(work)
         started = time.perf_counter()
         await conn.copy_records_to_table("p", records=p_rows)
         await conn.copy_records_to_table("e", records=e_rows)
@@ -76,42 +89,15 @@ async def store_copy(dsn: str, work: Workload) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         digest = "0" * 64
+        own_p, own_e = _copy_rows(work)
+        # The columns the store requires beyond the records' own: digest, times, phase, disposition.
         p_rows = [
-            (
-                p.prediction_id,
-                p.use_case,
-                p.model,
-                p.model_version,
-                p.served_at,
-                orjson.dumps(p.features).decode(),
-                orjson.dumps(p.output).decode(),
-                digest,
-                p.served_at,
-                p.served_at,
-                p.served_at,
-                "open",
-                p.served_at,
-            )
-            for p in work.predictions
+            (*row, digest, p.served_at, p.served_at, p.served_at, "open", p.served_at)
+            for row, p in zip(own_p, work.predictions, strict=True)
         ]
-        e_rows = [
-            (
-                e.event_id,
-                e.prediction_id,
-                e.type,
-                e.occurred_at,
-                orjson.dumps(e.value).decode(),
-                e.actor,
-                digest,
-                e.occurred_at,
-                "counted",
-            )
-            for e in work.events
-        ]
-        p_columns = ["prediction_id", "use_case", "model", "model_version", "served_at", "features", "output"]
-        p_columns += ["content_hash", "received_at", "window_end", "seal_at", "phase", "deadline"]
-        e_columns = ["event_id", "prediction_id", "type", "occurred_at", "value", "actor", "content_hash"]
-        e_columns += ["received_at", "disposition"]
+        e_rows = [(*row, digest, e.occurred_at, "counted") for row, e in zip(own_e, work.events, strict=True)]
+        p_columns = [*COPY_COLUMNS[0], "content_hash", "received_at", "window_end", "seal_at", "phase", "deadline"]
+        e_columns = [*COPY_COLUMNS[1], "content_hash", "received_at", "disposition"]
         started = time.perf_counter()
         async with conn.transaction():
             await conn.copy_records_to_table("predictions", records=p_rows, columns=p_columns)

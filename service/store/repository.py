@@ -366,8 +366,12 @@ class Labeler:
             last = await self._reserve_seqs(use_case, len(needing))
             for offset, pred in enumerate(needing):
                 pred.seq = last - len(needing) + 1 + offset
-        await update_rows(self.conn, predictions, "id", [self._row_values(p) for p in changed])
-        await insert_rows(self.conn, label_history, [self._history_row(p) for p in changed if p.needs_seq])
+        values = [self._row_values(p) for p in changed]
+        await update_rows(self.conn, predictions, "id", values)
+        history = [
+            self._history_row(p, v["label_sources"]) for p, v in zip(changed, values, strict=True) if p.needs_seq
+        ]
+        await insert_rows(self.conn, label_history, history)
         for pred in changed:
             pred.stored_phase = pred.phase
             pred.needs_seq = False
@@ -406,7 +410,8 @@ class Labeler:
             "feedback_delay_s": pred.feedback_delay_s,
         }
 
-    def _history_row(self, pred: _Prediction) -> dict[str, Any]:
+    def _history_row(self, pred: _Prediction, sources: list[dict[str, str | None]]) -> dict[str, Any]:
+        """sources: the label's sources as _row_values encoded them."""
         label = pred.current
         assert label is not None  # only labeled predictions get a seq
         return {
@@ -416,7 +421,7 @@ class Labeler:
             "label": label.label,
             "kind": label.kind.value,
             "rule": label.rule,
-            "sources": [source_json(s) for s in label.sources],
+            "sources": sources,
             "status": label.status.value,
             "feedback_delay_s": pred.feedback_delay_s,
             "recorded_at": self.now,
