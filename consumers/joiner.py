@@ -159,12 +159,14 @@ class Joiner:
             idle_timeout=settings.idle_timeout,
             orphan_ttl=settings.orphan_ttl,
             owner_timeout=settings.kafka_owner_timeout,
+            sweep_limit=settings.sweep_limit,
         )
         self.topics = (settings.kafka_predictions_topic, settings.kafka_events_topic)
         self.metrics = JoinerMetrics()
         self.dead_letter_producer = RecordProducer(settings, client_id="labelloop-joiner-dlq")
         self._in_flight = asyncio.Lock()
         self._in_step: InStep[TopicPartition, Fetched] = InStep()
+        self._more_due = False  # the last sweep stopped at its limit: poll again at once
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -189,7 +191,9 @@ class Joiner:
             while not stop.is_set():
                 # Partitions with records waiting are not fetched further: what waits stays bounded.
                 idle = [tp for tp in consumer.assignment() if not self._in_step.waiting(tp)]
-                messages = await consumer.getmany(*idle, timeout_ms=500, max_records=self.settings.kafka_max_records)
+                messages = await consumer.getmany(
+                    *idle, timeout_ms=0 if self._more_due else 500, max_records=self.settings.kafka_max_records
+                )
                 async with self._in_flight:
                     await self.process(consumer, messages)
         finally:
@@ -204,6 +208,7 @@ class Joiner:
         batch = Batch(item for applied in ready.values() for item in applied)
         reports = self._reports(consumer, batch, unread)
         unit = await self._apply(batch, reports, self._all_partitions(consumer))
+        self._more_due = unit.more_due
         if batch.dead:
             await self._send_dead_letters(batch.dead)
         offsets = {tp: applied[-1][1].offset + 1 for tp, applied in ready.items()}
