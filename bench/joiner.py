@@ -141,8 +141,12 @@ async def naive_joiner(dsn: str, work: Workload, sample: int) -> float:
         await conn.close()
 
 
-async def _counts(conn: asyncpg.Connection) -> tuple[int, int]:
-    row = await conn.fetchrow("SELECT (SELECT count(*) FROM predictions), (SELECT count(*) FROM events)")
+async def _progress(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Records committed, and predictions whose label is final (window closed, seal passed)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM predictions) + (SELECT count(*) FROM events),"
+        " (SELECT count(*) FROM predictions WHERE label_status = 'final')"
+    )
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -155,8 +159,9 @@ def _assigned(log: Path) -> set[str]:
 
 async def run_joiners(env: BenchEnv, work: Workload, processes: int, logs: Path) -> tuple[float, int]:
     """Joiners on fresh topics: once their group has formed, the workload is produced (far faster
-    than they consume); records/s from the first committed row to the last, and the positive
-    labels at the end."""
+    than they consume); records/s from the first committed row until every label is final (the
+    last windows close when the idle watermark passes them, idle_timeout after the last record),
+    and the positive labels at the end."""
     settings = env.settings()
     await ensure_topics(settings)
     conn = await asyncpg.connect(env.dsn)
@@ -177,10 +182,10 @@ async def run_joiners(env: BenchEnv, work: Workload, processes: int, logs: Path)
         first = None
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            done = sum(await _counts(conn))
+            done, final = await _progress(conn)
             if done and first is None:
                 first = (time.perf_counter(), done)
-            if done >= total:
+            if done >= total and final == len(work.predictions):
                 break
             if any(c.poll() is not None for c in consumers):
                 raise RuntimeError(f"a joiner exited; see {logs}")

@@ -1,10 +1,11 @@
 """The joiner: consumes predictions and events from Kafka and applies them through the label core.
 
 Checkpoint order, per batch (this is the only place it happens):
-  1. decode; messages that can never become records are set aside for the dead-letter topic;
+  1. decode; messages that can never become records are set aside for the dead-letter topic; the
+     records ahead in event time of a partition not read to its end wait (consumers/sync.py);
   2. one database transaction: partition progress, records, window sweep, stats; commit;
   3. dead letters produced and acknowledged;
-  4. offsets committed (last offset + 1 per partition).
+  4. offsets committed (last applied offset + 1 per partition).
 A crash between any two steps replays the batch: unique ids make the writes idempotent, so
 nothing is counted twice and nothing is lost. Partitions change hands only between batches.
 """
@@ -14,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import DBAPIError
 
 from consumers.codec import PoisonRecord, decode_event, decode_prediction
 from consumers.producer import Message, RecordProducer
+from consumers.sync import InStep
 from consumers.topics import ensure_topics
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Received = Any  # aiokafka's ConsumerRecord
+Fetched = tuple[PredictionRecord | EventRecord | str, Received]  # a record, or why it is a dead letter
 DB_ATTEMPTS = 8  # tries of one batch's transaction (deadlock, a race lost on a unique key)
 
 
@@ -49,13 +52,27 @@ def partition_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class Batch:
-    """One getmany() result as records, with the message each came from."""
+def event_time(record: PredictionRecord | EventRecord) -> datetime:
+    if isinstance(record, PredictionRecord):
+        return record.served_at or record.received_at  # type: ignore[return-value]
+    return record.occurred_at or record.received_at  # type: ignore[return-value]
 
-    def __init__(self) -> None:
+
+class Batch:
+    """The records applied in one transaction, with the message each came from."""
+
+    def __init__(self, fetched: Iterable[Fetched]) -> None:
         self.predictions: list[tuple[PredictionRecord, Received]] = []
         self.events: list[tuple[EventRecord, Received]] = []
         self.dead: list[tuple[Received, str]] = []
+        for record, message in fetched:
+            if isinstance(record, PredictionRecord):
+                self.predictions.append((record, message))
+            elif isinstance(record, EventRecord):
+                self.events.append((record, message))
+            else:
+                self.dead.append((message, record))
+        self.drop_reused_ids()
 
     def reject_index(self, collection: str, index: int, reason: str) -> None:
         pool: list[Any] = self.predictions if collection == "predictions" else self.events
@@ -91,25 +108,23 @@ class Batch:
 
     def event_times(self) -> dict[str, list[datetime]]:
         times: dict[str, list[datetime]] = defaultdict(list)
-        for prediction, message in self.predictions:
-            times[partition_name(message.topic, message.partition)].append(
-                prediction.served_at or prediction.received_at  # type: ignore[arg-type]
-            )
-        for event, message in self.events:
-            times[partition_name(message.topic, message.partition)].append(
-                event.occurred_at or event.received_at  # type: ignore[arg-type]
-            )
+        records: list[tuple[PredictionRecord | EventRecord, Received]] = [*self.predictions, *self.events]
+        for record, message in records:
+            times[partition_name(message.topic, message.partition)].append(event_time(record))
         return times
 
 
 class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revoked partitions go only once the batch in flight is committed, database and offsets."""
+    """Revoked partitions go only once the batch in flight is committed, database and offsets; what
+    was fetched from them and not applied is dropped, for their next owner to read again."""
 
-    def __init__(self, in_flight: asyncio.Lock) -> None:
+    def __init__(self, in_flight: asyncio.Lock, in_step: InStep[TopicPartition, Fetched]) -> None:
         self.in_flight = in_flight
+        self.in_step = in_step
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.in_flight:
+            self.in_step.forget(revoked)
             log.info("handing over %s", sorted(partition_name(tp.topic, tp.partition) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -126,6 +141,11 @@ class JoinerMetrics:
             "labelloop_joiner_dead_letters", "Records sent to the dead-letter topic.", registry=self.registry
         )
         self.batches = Counter("labelloop_joiner_batches", "Batches committed.", registry=self.registry)
+        self.waiting = Gauge(
+            "labelloop_joiner_waiting_records",
+            "Records fetched and not yet applied: ahead in event time of a partition not read to its end.",
+            registry=self.registry,
+        )
 
 
 class Joiner:
@@ -139,11 +159,14 @@ class Joiner:
             idle_timeout=settings.idle_timeout,
             orphan_ttl=settings.orphan_ttl,
             owner_timeout=settings.kafka_owner_timeout,
+            sweep_limit=settings.sweep_limit,
         )
         self.topics = (settings.kafka_predictions_topic, settings.kafka_events_topic)
         self.metrics = JoinerMetrics()
         self.dead_letter_producer = RecordProducer(settings, client_id="labelloop-joiner-dlq")
         self._in_flight = asyncio.Lock()
+        self._in_step: InStep[TopicPartition, Fetched] = InStep()
+        self._more_due = False  # the last sweep stopped at its limit: poll again at once
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -157,7 +180,7 @@ class Joiner:
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 3),
         )
-        consumer.subscribe(list(self.topics), listener=_HandOver(self._in_flight))
+        consumer.subscribe(list(self.topics), listener=_HandOver(self._in_flight, self._in_step))
         return consumer
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -166,7 +189,11 @@ class Joiner:
         await consumer.start()
         try:
             while not stop.is_set():
-                messages = await consumer.getmany(timeout_ms=500, max_records=self.settings.kafka_max_records)
+                # Partitions with records waiting are not fetched further: what waits stays bounded.
+                idle = [tp for tp in consumer.assignment() if not self._in_step.waiting(tp)]
+                messages = await consumer.getmany(
+                    *idle, timeout_ms=0 if self._more_due else 500, max_records=self.settings.kafka_max_records
+                )
                 async with self._in_flight:
                     await self.process(consumer, messages)
         finally:
@@ -174,44 +201,59 @@ class Joiner:
             await self.dead_letter_producer.stop()
 
     async def process(self, consumer: AIOKafkaConsumer, messages: dict[TopicPartition, list[Received]]) -> None:
-        batch = self._decode(messages)
-        reports = await self._reports(consumer, batch)
+        for tp, received in messages.items():
+            self._in_step.add(tp, (self._decode(tp, message) for message in received))
+        unread = await self._unread(consumer)
+        ready = self._in_step.take(unread)
+        batch = Batch(item for applied in ready.values() for item in applied)
+        reports = self._reports(consumer, batch, unread)
         unit = await self._apply(batch, reports, self._all_partitions(consumer))
+        self._more_due = unit.more_due
         if batch.dead:
             await self._send_dead_letters(batch.dead)
-        offsets = {tp: received[-1].offset + 1 for tp, received in messages.items() if received}
+        offsets = {tp: applied[-1][1].offset + 1 for tp, applied in ready.items()}
         if offsets:
             try:
                 await consumer.commit(offsets)
             except CommitFailedError:
                 # The group moved on: the new owner replays these records, which are idempotent.
                 log.warning("offset commit lost to a rebalance; the new owner replays %s", offsets)
-        for tp, received in messages.items():
-            self.metrics.records.labels(tp.topic).inc(len(received))
+        for tp, applied in ready.items():
+            self.metrics.records.labels(tp.topic).inc(len(applied))
+        self.metrics.waiting.set(sum(self._in_step.waiting(tp) for tp in consumer.assignment()))
         self.metrics.batches.inc()
         if unit.predictions.accepted or unit.events.accepted:
             log.debug("batch: %s predictions, %s events", unit.predictions, unit.events)
 
-    def _decode(self, messages: dict[TopicPartition, list[Received]]) -> Batch:
-        batch = Batch()
-        for tp, received in messages.items():
-            for message in received:
-                try:
-                    if tp.topic == self.settings.kafka_predictions_topic:
-                        batch.predictions.append((decode_prediction(message.value, message.timestamp), message))
-                    else:
-                        batch.events.append((decode_event(message.value, message.timestamp), message))
-                except PoisonRecord as exc:
-                    batch.dead.append((message, str(exc)))
-        batch.drop_reused_ids()
-        return batch
+    def _decode(self, tp: TopicPartition, message: Received) -> tuple[datetime | None, Fetched]:
+        """The message as a record and its event time; a poison message has none."""
+        try:
+            record: PredictionRecord | EventRecord
+            if tp.topic == self.settings.kafka_predictions_topic:
+                record = decode_prediction(message.value, message.timestamp)
+            else:
+                record = decode_event(message.value, message.timestamp)
+        except PoisonRecord as exc:
+            return None, (str(exc), message)
+        return event_time(record), (record, message)
 
-    async def _reports(self, consumer: AIOKafkaConsumer, batch: Batch) -> dict[str, PartitionReport]:
+    async def _unread(self, consumer: AIOKafkaConsumer) -> set[TopicPartition]:
+        """Owned partitions with records in the broker beyond what was fetched."""
+        unread = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)  # from the last fetch; None before any
+            if end is None or await consumer.position(tp) < end:
+                unread.add(tp)
+        return unread
+
+    def _reports(
+        self, consumer: AIOKafkaConsumer, batch: Batch, unread: set[TopicPartition]
+    ) -> dict[str, PartitionReport]:
         times = batch.event_times()
         reports = {}
         for tp in consumer.assignment():
-            end = consumer.highwater(tp)  # from the last fetch; None before any
-            caught_up = end is not None and await consumer.position(tp) >= end
+            # Records still waiting are not applied yet: the partition is not at its end.
+            caught_up = tp not in unread and not self._in_step.waiting(tp)
             name = partition_name(tp.topic, tp.partition)
             reports[name] = PartitionReport(event_times=times.get(name, []), caught_up=caught_up)
         return reports

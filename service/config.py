@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         timedelta(seconds=1),
         description="Embedded mode: how often the idle watermark and window sweep run (joiners: every poll).",
     )
+    sweep_limit: Annotated[int, Ge(1)] = Field(
+        10_000,
+        description="Most windows closed in one transaction; a larger backlog closes over several, each kept short.",
+    )
     max_batch: Annotated[int, Ge(1)] = 10_000
     migrate_on_start: bool | None = Field(
         None, description="Run migrations when `serve` starts; default: on for SQLite, off otherwise."

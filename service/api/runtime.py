@@ -47,6 +47,7 @@ class Runtime:
             idle_timeout=self.settings.idle_timeout,
             orphan_ttl=self.settings.orphan_ttl,
             owner_timeout=self.settings.kafka_owner_timeout,
+            sweep_limit=self.settings.sweep_limit,
         )
 
     def committed(self, unit: UnitResult) -> None:
@@ -56,10 +57,14 @@ class Runtime:
             self.telemetry.watermark_lag.set((self.clock() - unit.watermark).total_seconds())
 
     async def tick(self) -> UnitResult:
-        async with self.db.write() as conn:
-            unit = await tick(conn, self.context, self.clock())
-        self.committed(unit)
-        return unit
+        """Close every window the watermark passed: a backlog beyond the sweep limit in several
+        transactions, writers getting their turn between them."""
+        while True:
+            async with self.db.write() as conn:
+                unit = await tick(conn, self.context, self.clock())
+            self.committed(unit)
+            if not unit.more_due:
+                return unit
 
     async def refresh_gauges(self) -> None:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""

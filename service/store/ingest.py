@@ -35,6 +35,7 @@ class LabelContext:
     idle_timeout: timedelta
     orphan_ttl: timedelta
     owner_timeout: timedelta = timedelta(seconds=15)
+    sweep_limit: int = 10_000  # windows closed per transaction at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class UnitResult:
     events: IngestResult
     stats: StatsDelta
     watermark: datetime | None
+    more_due: bool  # the sweep stopped at its limit: windows the watermark passed are still open
 
 
 async def _embedded_watermark(
@@ -67,9 +69,9 @@ async def _apply(
     labeler.watermark = watermark
     predictions_result = await labeler.add_predictions(predictions)
     events_result = await labeler.add_events(events)
-    await labeler.sweep(watermark)
+    more_due = await labeler.sweep(watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
-    return UnitResult(predictions_result, events_result, labeler.stats, watermark)
+    return UnitResult(predictions_result, events_result, labeler.stats, watermark, more_due)
 
 
 async def ingest(

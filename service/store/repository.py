@@ -247,31 +247,35 @@ class Labeler:
 
     # -- windows ---------------------------------------------------------------------------
 
-    async def sweep(self, watermark: datetime | None, batch: int = 1000) -> int:
-        """Where windows close: move every prediction whose deadline the watermark has passed.
-        Returns how many predictions moved."""
+    async def sweep(self, watermark: datetime | None, limit: int, batch: int = 1000) -> bool:
+        """Where windows close: move the predictions whose deadline the watermark has passed,
+        earliest first, at most `limit` of them, so that a transaction stays short however far
+        the watermark jumped (the end of a backfill, a restart after an outage). True when some
+        were left due, for the caller's next transaction."""
         self.watermark = watermark
-        moved = await self._expire_orphans()
+        await self._expire_orphans()
         await self._rescue_orphans(batch)
         if watermark is None:
-            return moved
-        while True:
+            return False
+        moved = 0
+        while moved < limit:
             # SKIP LOCKED: concurrent sweepers (Kafka joiners) each close a window exactly once.
             result = await self.conn.execute(
                 select(*_PREDICTION_COLUMNS)
                 .where(predictions.c.deadline <= watermark)
                 .order_by(predictions.c.deadline)
-                .limit(batch)
+                .limit(min(batch, limit - moved))
                 .with_for_update(skip_locked=True)
             )
             due = [_prediction_from_row(row) for row in result]
             if not due:
-                return moved
+                return False
             for pred in due:
                 pred.phase = phase_at(pred.deadline, watermark)
                 pred.touched = True
             await self._relabel(due)
             moved += len(due)
+        return True
 
     async def _rescue_orphans(self, batch: int) -> None:
         """Join orphans whose prediction was committed by another writer while they were stored
@@ -287,7 +291,7 @@ class Labeler:
         if waiting:
             await self._join_orphans(waiting)
 
-    async def _expire_orphans(self) -> int:
+    async def _expire_orphans(self) -> None:
         result = await self.conn.execute(
             update(events)
             .where(events.c.orphan_expires_at <= self.now)
@@ -296,7 +300,6 @@ class Labeler:
         expired: int = result.rowcount
         if expired:
             self.stats.count(NO_USE_CASE, "orphans_expired", 0, n=expired)
-        return expired
 
     # -- labels ----------------------------------------------------------------------------
 

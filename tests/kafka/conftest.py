@@ -100,10 +100,10 @@ async def kafka_client(kafka_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @contextlib.asynccontextmanager
-async def running_joiner(settings: Settings) -> AsyncIterator[Joiner]:
+async def running_joiner(settings: Settings, joiner_class: type[Joiner] = Joiner) -> AsyncIterator[Joiner]:
     """A joiner in this process, stopped cleanly at the end."""
     engine = create_engine(settings.database_url, application_name="labelloop-joiner-test")
-    joiner = Joiner(settings, load_policies(settings.policies), Database(engine))
+    joiner = joiner_class(settings, load_policies(settings.policies), Database(engine))
     stop = asyncio.Event()
     task = asyncio.create_task(joiner.run(stop))
     try:
