@@ -3,9 +3,9 @@ last 7 days) with N events in the store, beside GET /healthz on the same server 
 
 The store is filled directly, not through the API: N joined events over 30 days of served hours
 for the three bundled use cases, and the hourly counters, delay histograms and maxima the labeler
-would have kept for them (stat_counters, delay_buckets, delay_max), computed while generating. On
-SQLite, and on a scratch PostgreSQL database (COPY) when `postgres` is set. The endpoint's event
-counts per type are checked once against what was inserted."""
+would have kept for them (stat_counters, delay_buckets and their daily rollup, delay_max), computed
+while generating. On SQLite, and on a scratch PostgreSQL database (COPY) when `postgres` is set.
+The endpoint's event counts per type are checked once against what was inserted."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from service.config import Settings
 from service.core.histogram import bucket_of
 from service.store import migrate
 from service.store.database import create_engine
+from service.store.stats import day_of
 
 HOURS = 30 * 24
 CHUNK = 100_000
@@ -215,6 +216,9 @@ def generate(n_events: int, now: datetime, stats: Stats, seed: int = 11) -> Iter
 
 
 def _stat_rows(stats: Stats) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    daily: Counter[tuple[str, str, int, int]] = Counter()
+    for (use_case, event_type, hour, bucket), n in stats.buckets.items():
+        daily[(use_case, event_type, day_of(hour), bucket)] += n
     return {
         "stat_counters": (
             ("use_case", "name", "event_type", "served_hour", "value"),
@@ -223,6 +227,10 @@ def _stat_rows(stats: Stats) -> dict[str, tuple[tuple[str, ...], list[tuple[Any,
         "delay_buckets": (
             ("use_case", "event_type", "served_hour", "bucket", "count"),
             [(*k, v) for k, v in sorted(stats.buckets.items())],
+        ),
+        "delay_buckets_daily": (
+            ("use_case", "event_type", "served_day", "bucket", "count"),
+            [(*k, v) for k, v in sorted(daily.items())],
         ),
         "delay_max": (
             ("use_case", "event_type", "served_hour", "max_s"),
@@ -265,7 +273,7 @@ async def fill(db: Path, pg_dsn: str | None, n_events: int, now: datetime) -> St
         lite.execute("COMMIT")
         lite.execute("PRAGMA journal_mode=WAL")  # what the service sets on every connection
         if pg is not None:
-            await pg.execute("VACUUM ANALYZE stat_counters, delay_buckets, delay_max")
+            await pg.execute("VACUUM ANALYZE stat_counters, delay_buckets, delay_buckets_daily, delay_max")
             await pg.execute("ANALYZE events")
     finally:
         lite.close()
@@ -326,15 +334,18 @@ def _p(sorted_ms: list[float], q: float) -> float:
 
 
 def check(client: httpx.Client, stats: Stats, since: datetime, backend: str) -> None:
-    """The endpoint's event counts per use case and type equal the inserted ones, with and without
-    `since`."""
+    """The endpoint's event counts per use case and type, from the counters and from the delay
+    histograms, equal the inserted ones, with and without `since`."""
     hour_from = int(since.timestamp() // 3600)
     for params, hours in (({}, None), ({"since": since.isoformat()}, hour_from)):
         report = client.get("/v1/metrics/feedback-loop", params=params).raise_for_status().json()
         for uc in USE_CASES:
-            got, expected = report["use_cases"][uc.name]["events"], stats.events(uc.name, hours)
-            if got != expected:
-                raise AssertionError(f"{backend} {params}: {uc.name} events {got}, inserted {expected}")
+            figures, expected = report["use_cases"][uc.name], stats.events(uc.name, hours)
+            delays = {event_type: d["count"] for event_type, d in figures["feedback_delay"].items()}
+            if figures["events"] != expected or delays != expected:
+                raise AssertionError(
+                    f"{backend} {params}: {uc.name} events {figures['events']}, delays {delays}, inserted {expected}"
+                )
 
 
 def measure(url: str, stats: Stats, since: datetime, scenario: str, label: str) -> list[Figure]:

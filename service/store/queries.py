@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, Table, Text, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import quantile
@@ -15,7 +15,15 @@ from service.core.policy import LabelKind
 from service.store.database import one_of
 from service.store.stats import served_hour
 from service.store.tables import dead_letters as dead_letter_table
-from service.store.tables import delay_buckets, delay_max, events, label_history, predictions, stat_counters
+from service.store.tables import (
+    delay_buckets,
+    delay_buckets_daily,
+    delay_max,
+    events,
+    label_history,
+    predictions,
+    stat_counters,
+)
 
 
 async def use_cases_of(conn: AsyncConnection, prediction_ids: list[str]) -> dict[str, str]:
@@ -251,20 +259,29 @@ async def feedback_loop(
     )
     for uc, name, event_type, total in result:
         counters[uc][(name, event_type)] += int(total)
-    buckets: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-    result = await conn.execute(
-        scoped(
-            select(
-                delay_buckets.c.use_case,
-                delay_buckets.c.event_type,
-                delay_buckets.c.bucket,
-                func.sum(delay_buckets.c.count),
-            ).group_by(delay_buckets.c.use_case, delay_buckets.c.event_type, delay_buckets.c.bucket),
-            delay_buckets,
+    buckets: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    # Whole days from the daily histograms; the hours of a `since` before its first whole day
+    # from the hourly ones.
+    parts: list[tuple[Table, ColumnElement[int], int | None, int | None]] = []
+    if hour_from is None:
+        parts.append((delay_buckets_daily, delay_buckets_daily.c.served_day, None, None))
+    else:
+        first_day = -(-hour_from // 24)  # the first day that starts at or after hour_from
+        parts.append((delay_buckets_daily, delay_buckets_daily.c.served_day, first_day, None))
+        if hour_from < first_day * 24:
+            parts.append((delay_buckets, delay_buckets.c.served_hour, hour_from, first_day * 24))
+    for table, period, start, end in parts:
+        query = select(table.c.use_case, table.c.event_type, table.c.bucket, func.sum(table.c.count)).group_by(
+            table.c.use_case, table.c.event_type, table.c.bucket
         )
-    )
-    for uc, event_type, bucket, count in result:
-        buckets[(uc, event_type)][bucket] = int(count)
+        if use_case is not None:
+            query = query.where(table.c.use_case == use_case)
+        if start is not None:
+            query = query.where(period >= start)
+        if end is not None:
+            query = query.where(period < end)
+        for uc, event_type, bucket, count in await conn.execute(query):
+            buckets[(uc, event_type)][bucket] += int(count)
     result = await conn.execute(
         scoped(
             select(delay_max.c.use_case, delay_max.c.event_type, func.max(delay_max.c.max_s)).group_by(

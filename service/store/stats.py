@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
 from service.store.database import dialect_insert
-from service.store.tables import delay_buckets, delay_max, stat_counters
+from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, stat_counters
 
 NO_EVENT_TYPE = ""
 NO_USE_CASE = ""  # orphans that expired before any prediction told their use case
@@ -23,6 +23,10 @@ NO_USE_CASE = ""  # orphans that expired before any prediction told their use ca
 
 def served_hour(served_at: datetime) -> int:
     return int(served_at.timestamp() // 3600)
+
+
+def day_of(hour: int) -> int:
+    return hour // 24
 
 
 @dataclass
@@ -71,6 +75,20 @@ async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
             [
                 {"use_case": u, "event_type": t, "served_hour": h, "bucket": b, "count": n}
                 for (u, t, h, b), n in sorted(delta.buckets.items())
+            ],
+        )
+        daily: Counter[tuple[str, str, int, int]] = Counter()
+        for (u, t, h, b), n in delta.buckets.items():
+            daily[(u, t, day_of(h), b)] += n
+        stmt = dialect_insert(conn, delay_buckets_daily)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["use_case", "event_type", "served_day", "bucket"],
+                set_={"count": delay_buckets_daily.c.count + stmt.excluded["count"]},
+            ),
+            [
+                {"use_case": u, "event_type": t, "served_day": d, "bucket": b, "count": n}
+                for (u, t, d, b), n in sorted(daily.items())
             ],
         )
         stmt = dialect_insert(conn, delay_max)

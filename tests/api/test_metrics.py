@@ -90,3 +90,35 @@ async def test_prometheus_exposition(client: httpx.AsyncClient, runtime: Runtime
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_delays_since_an_hour_add_its_partial_day_to_the_whole_days_after(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    """Delay histograms are read by day where whole days are asked for, by hour for the first,
+    partial day of a `since`: every click is counted once, wherever `since` falls."""
+    t = Timeline(client, runtime, clock)
+    day = timedelta(days=1)
+    midnight = T0.replace(hour=0)
+    served = {  # prediction -> (served at, click delay in seconds)
+        "day-before": (midnight - day + timedelta(hours=5), 1),
+        "same-day-early": (midnight + timedelta(hours=3), 2),
+        "same-day-late": (midnight + timedelta(hours=20), 4),
+        "next-day": (midnight + day + timedelta(hours=1), 8),
+        "days-later": (midnight + 3 * day + timedelta(hours=12), 16),
+    }
+    for pid, (at, delay) in served.items():
+        await t.predict(pid, at)
+        await t.event(pid, "click", at + timedelta(seconds=delay))
+
+    async def click_delays(since: str | None) -> tuple[int, float]:
+        params = {"use_case": "recsys"} | ({"since": since} if since else {})
+        clicks = (await client.get("/v1/metrics/feedback-loop", params=params)).json()["use_cases"]["recsys"]
+        figures = clicks["feedback_delay"]["click"]
+        return figures["count"], figures["max_s"]
+
+    assert await click_delays(None) == (5, 16)
+    assert await click_delays((midnight + timedelta(hours=3)).isoformat()) == (4, 16)  # partial day + days
+    assert await click_delays((midnight + timedelta(hours=4)).isoformat()) == (3, 16)
+    assert await click_delays((midnight + day).isoformat()) == (2, 16)  # whole days only
+    assert await click_delays((midnight + day + timedelta(hours=2)).isoformat()) == (1, 16)
