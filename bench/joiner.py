@@ -110,12 +110,14 @@ async def store_copy(dsn: str, work: Workload) -> float:
 
 
 async def naive_joiner(dsn: str, work: Workload, sample: int) -> float:
-    """One record at a time: look up the prediction, write the event and the label, commit."""
+    """One record at a time: look up the prediction, write the event and the label, commit. Into
+    logged tables, as a real joiner's: every commit waits for its WAL flush (a temporary table's
+    commits do not: an earlier version of this reference on temporary tables ran 1.6x faster)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "CREATE TEMP TABLE np (prediction_id text primary key, served_at timestamptz, label int);"
-            "CREATE TEMP TABLE ne (event_id text primary key, prediction_id text, type text, occurred_at timestamptz)"
+            "CREATE TABLE np (prediction_id text primary key, served_at timestamptz, label int);"
+            "CREATE TABLE ne (event_id text primary key, prediction_id text, type text, occurred_at timestamptz)"
         )
         half = sample // 2
         started = time.perf_counter()
@@ -138,6 +140,7 @@ async def naive_joiner(dsn: str, work: Workload, sample: int) -> float:
                     await conn.execute("UPDATE np SET label = 1 WHERE prediction_id = $1", e.prediction_id)
         return 2 * half / (time.perf_counter() - started)
     finally:
+        await conn.execute("DROP TABLE IF EXISTS np, ne")
         await conn.close()
 
 
