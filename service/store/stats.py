@@ -7,10 +7,12 @@ feedback-loop endpoint reads a few aggregated rows instead of scanning events.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Table, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
@@ -49,48 +51,29 @@ class StatsDelta:
         return sum(n for (_, counter, _, _), n in self.counters.items() if counter == name)
 
 
+async def _add(conn: AsyncConnection, table: Table, counts: Mapping[tuple[Any, ...], int]) -> None:
+    """Add counts to a table keyed by its primary key (in column order), its one other column the
+    count; rows in key order so concurrent writers lock them alike."""
+    keys = [c.name for c in table.primary_key.columns]
+    (value,) = [c.name for c in table.columns if not c.primary_key]
+    rows = [dict(zip([*keys, value], (*key, n), strict=True)) for key, n in sorted(counts.items()) if n]
+    if rows:
+        stmt = dialect_insert(conn, table)
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=keys, set_={value: table.c[value] + stmt.excluded[value]}),
+            rows,
+        )
+
+
 async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
     """Add the delta to the tables, rows in key order so concurrent writers lock them alike."""
-    counter_rows = [
-        {"use_case": u, "name": n, "event_type": t, "served_hour": h, "value": v}
-        for (u, n, t, h), v in sorted(delta.counters.items())
-        if v
-    ]
-    if counter_rows:
-        stmt = dialect_insert(conn, stat_counters)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["use_case", "name", "event_type", "served_hour"],
-                set_={"value": stat_counters.c.value + stmt.excluded.value},
-            ),
-            counter_rows,
-        )
+    await _add(conn, stat_counters, delta.counters)
     if delta.buckets:
-        stmt = dialect_insert(conn, delay_buckets)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["use_case", "event_type", "served_hour", "bucket"],
-                set_={"count": delay_buckets.c.count + stmt.excluded["count"]},
-            ),
-            [
-                {"use_case": u, "event_type": t, "served_hour": h, "bucket": b, "count": n}
-                for (u, t, h, b), n in sorted(delta.buckets.items())
-            ],
-        )
+        await _add(conn, delay_buckets, delta.buckets)
         daily: Counter[tuple[str, str, int, int]] = Counter()
         for (u, t, h, b), n in delta.buckets.items():
             daily[(u, t, day_of(h), b)] += n
-        stmt = dialect_insert(conn, delay_buckets_daily)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["use_case", "event_type", "served_day", "bucket"],
-                set_={"count": delay_buckets_daily.c.count + stmt.excluded["count"]},
-            ),
-            [
-                {"use_case": u, "event_type": t, "served_day": d, "bucket": b, "count": n}
-                for (u, t, d, b), n in sorted(daily.items())
-            ],
-        )
+        await _add(conn, delay_buckets_daily, daily)
         stmt = dialect_insert(conn, delay_max)
         greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
         await conn.execute(
