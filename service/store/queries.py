@@ -238,11 +238,20 @@ async def feedback_loop(
     """Figures per use case and event type, over predictions served since `since` (to the hour)."""
     hour_from = served_hour(since) if since is not None else None
 
-    def scoped(query: Select[Any], table: Any) -> Select[Any]:
+    def scoped(
+        query: Select[Any],
+        table: Table,
+        start: int | None = hour_from,
+        end: int | None = None,
+        period: str = "served_hour",
+    ) -> Select[Any]:
+        """The rows of `use_case` (all if None) whose period is in [start, end)."""
         if use_case is not None:
             query = query.where(table.c.use_case == use_case)
-        if hour_from is not None:
-            query = query.where(table.c.served_hour >= hour_from)
+        if start is not None:
+            query = query.where(table.c[period] >= start)
+        if end is not None:
+            query = query.where(table.c[period] < end)
         return query
 
     counters: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
@@ -262,25 +271,15 @@ async def feedback_loop(
     buckets: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     # Whole days from the daily histograms; the hours of a `since` before its first whole day
     # from the hourly ones.
-    parts: list[tuple[Table, ColumnElement[int], int | None, int | None]] = []
-    if hour_from is None:
-        parts.append((delay_buckets_daily, delay_buckets_daily.c.served_day, None, None))
-    else:
-        first_day = -(-hour_from // 24)  # the first day that starts at or after hour_from
-        parts.append((delay_buckets_daily, delay_buckets_daily.c.served_day, first_day, None))
-        if hour_from < first_day * 24:
-            parts.append((delay_buckets, delay_buckets.c.served_hour, hour_from, first_day * 24))
-    for table, period, start, end in parts:
+    first_day = None if hour_from is None else -(-hour_from // 24)  # the first day starting at or after it
+    parts: list[tuple[Table, int | None, int | None, str]] = [(delay_buckets_daily, first_day, None, "served_day")]
+    if hour_from is not None and first_day is not None and hour_from < first_day * 24:
+        parts.append((delay_buckets, hour_from, first_day * 24, "served_hour"))
+    for table, start, end, period in parts:
         query = select(table.c.use_case, table.c.event_type, table.c.bucket, func.sum(table.c.count)).group_by(
             table.c.use_case, table.c.event_type, table.c.bucket
         )
-        if use_case is not None:
-            query = query.where(table.c.use_case == use_case)
-        if start is not None:
-            query = query.where(period >= start)
-        if end is not None:
-            query = query.where(period < end)
-        for uc, event_type, bucket, count in await conn.execute(query):
+        for uc, event_type, bucket, count in await conn.execute(scoped(query, table, start, end, period)):
             buckets[(uc, event_type)][bucket] += int(count)
     result = await conn.execute(
         scoped(
