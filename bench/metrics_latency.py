@@ -35,7 +35,7 @@ from service.config import Settings
 from service.core.histogram import bucket_of
 from service.store import migrate
 from service.store.database import create_engine
-from service.store.stats import day_of
+from service.store.stats import by_day
 
 HOURS = 30 * 24
 CHUNK = 100_000
@@ -216,9 +216,6 @@ def generate(n_events: int, now: datetime, stats: Stats, seed: int = 11) -> Iter
 
 
 def _stat_rows(stats: Stats) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
-    daily: Counter[tuple[str, str, int, int]] = Counter()
-    for (use_case, event_type, hour, bucket), n in stats.buckets.items():
-        daily[(use_case, event_type, day_of(hour), bucket)] += n
     return {
         "stat_counters": (
             ("use_case", "name", "event_type", "served_hour", "value"),
@@ -230,7 +227,7 @@ def _stat_rows(stats: Stats) -> dict[str, tuple[tuple[str, ...], list[tuple[Any,
         ),
         "delay_buckets_daily": (
             ("use_case", "event_type", "served_day", "bucket", "count"),
-            [(*k, v) for k, v in sorted(daily.items())],
+            [(*k, v) for k, v in sorted(by_day(stats.buckets).items())],
         ),
         "delay_max": (
             ("use_case", "event_type", "served_hour", "max_s"),

@@ -27,8 +27,12 @@ def served_hour(served_at: datetime) -> int:
     return int(served_at.timestamp() // 3600)
 
 
-def day_of(hour: int) -> int:
-    return hour // 24
+def by_day(buckets: Mapping[tuple[str, str, int, int], int]) -> Counter[tuple[str, str, int, int]]:
+    """Delay histogram counts keyed (use case, event type, served hour, bucket), summed by served day."""
+    daily: Counter[tuple[str, str, int, int]] = Counter()
+    for (use_case, event_type, hour, bucket), n in buckets.items():
+        daily[(use_case, event_type, hour // 24, bucket)] += n
+    return daily
 
 
 @dataclass
@@ -70,10 +74,7 @@ async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
     await _add(conn, stat_counters, delta.counters)
     if delta.buckets:
         await _add(conn, delay_buckets, delta.buckets)
-        daily: Counter[tuple[str, str, int, int]] = Counter()
-        for (u, t, h, b), n in delta.buckets.items():
-            daily[(u, t, day_of(h), b)] += n
-        await _add(conn, delay_buckets_daily, daily)
+        await _add(conn, delay_buckets_daily, by_day(delta.buckets))
         stmt = dialect_insert(conn, delay_max)
         greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
         await conn.execute(
