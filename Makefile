@@ -39,4 +39,5 @@ bench: $(STAMP)  ## benchmarks beside their ceilings and peers: bench/results.md
 	$(BIN)/python -m bench.run
 
 bench-quick: $(STAMP)  ## a reduced benchmark run, a few minutes
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.run --quick

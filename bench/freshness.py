@@ -39,9 +39,9 @@ from bench.ingest import load, server
 from bench.joiner import _assigned
 from bench.kafka_env import BenchEnv, start_consumer
 from bench.report import Figure
-from consumers.topics import ensure_topics
 from service.config import Settings
 from service.core.policy import BUNDLED_POLICIES
+from service.kafka.topics import ensure_topics
 
 POLL_INTERVAL = 0.05  # seconds between dataset polls (and between the load's batches)
 SETTLE = 30.0  # give up waiting for labels once none new showed up for this long

@@ -16,8 +16,8 @@ import orjson
 from bench.data import Workload
 from bench.kafka_env import BenchEnv, preload, start_consumer, topics_consumer
 from bench.report import Figure
-from consumers.topics import ensure_topics
 from service.config import Settings
+from service.kafka.topics import ensure_topics
 
 
 async def raw_consumption(settings: Settings, total: int) -> float:

@@ -17,9 +17,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.data import Workload
-from consumers.codec import encode
-from consumers.topics import ensure_topics
 from service.config import Settings
+from service.kafka.codec import encode
+from service.kafka.topics import ensure_topics
 from service.store import migrate
 from service.store.database import create_engine
 from tests.kafka.broker import Broker

@@ -12,7 +12,7 @@ from bench import export, freshness, ingest, joiner, metrics_latency, peers
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
-from consumers.topics import ensure_topics
+from service.kafka.topics import ensure_topics
 
 
 @dataclass(frozen=True)

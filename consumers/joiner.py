@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -24,38 +24,28 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import DBAPIError
 
-from consumers.codec import PoisonRecord, decode_event, decode_prediction
-from consumers.producer import Message, RecordProducer
 from consumers.sync import InStep
-from consumers.topics import ensure_topics
+from service.clock import Clock, utcnow
 from service.config import Settings
-from service.core.model import EventRecord, PredictionRecord
+from service.core.model import EventRecord, PredictionRecord, event_time
 from service.core.policy import PolicySet
 from service.core.validation import InvalidRecord
+from service.kafka.codec import PoisonRecord, decode_event, decode_prediction
+from service.kafka.producer import Message, RecordProducer
+from service.kafka.topics import ensure_topics
 from service.store.database import Database
-from service.store.ingest import DeadLetter, LabelContext, PartitionReport, UnitResult, ingest_partitions
+from service.store.ingest import DeadLetter, LabelContext, PartitionReport, Submission, UnitResult, ingest_partitions
 from service.store.records import RecordConflict
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Received = Any  # aiokafka's ConsumerRecord
 Fetched = tuple[PredictionRecord | EventRecord | str, Received]  # a record, or why it is a dead letter
 DB_ATTEMPTS = 8  # tries of one batch's transaction (deadlock, a race lost on a unique key)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def partition_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
-
-
-def event_time(record: PredictionRecord | EventRecord) -> datetime:
-    if isinstance(record, PredictionRecord):
-        return record.served_at or record.received_at  # type: ignore[return-value]
-    return record.occurred_at or record.received_at  # type: ignore[return-value]
 
 
 class Batch:
@@ -106,11 +96,11 @@ class Batch:
                 self.dead.append((message, f"{field} {key(record)} re-used with different content"))
         return kept
 
-    def event_times(self) -> dict[str, list[datetime]]:
+    def event_times(self, now: datetime) -> dict[str, list[datetime]]:
         times: dict[str, list[datetime]] = defaultdict(list)
         records: list[tuple[PredictionRecord | EventRecord, Received]] = [*self.predictions, *self.events]
         for record, message in records:
-            times[partition_name(message.topic, message.partition)].append(event_time(record))
+            times[partition_name(message.topic, message.partition)].append(event_time(record, now))
         return times
 
 
@@ -153,14 +143,7 @@ class Joiner:
         self.settings = settings
         self.db = db
         self.clock = clock
-        self.context = LabelContext(
-            policies=policies,
-            allowed_disorder=settings.allowed_disorder,
-            idle_timeout=settings.idle_timeout,
-            orphan_ttl=settings.orphan_ttl,
-            owner_timeout=settings.kafka_owner_timeout,
-            sweep_limit=settings.sweep_limit,
-        )
+        self.context = LabelContext.from_settings(settings, policies)
         self.topics = (settings.kafka_predictions_topic, settings.kafka_events_topic)
         self.metrics = JoinerMetrics()
         self.dead_letter_producer = RecordProducer(settings, client_id="labelloop-joiner-dlq")
@@ -222,8 +205,9 @@ class Joiner:
             self.metrics.records.labels(tp.topic).inc(len(applied))
         self.metrics.waiting.set(sum(self._in_step.waiting(tp) for tp in consumer.assignment()))
         self.metrics.batches.inc()
-        if unit.predictions.accepted or unit.events.accepted:
-            log.debug("batch: %s predictions, %s events", unit.predictions, unit.events)
+        (result,) = unit.results
+        if result.predictions.accepted or result.events.accepted:
+            log.debug("batch: %s predictions, %s events", result.predictions, result.events)
 
     def _decode(self, tp: TopicPartition, message: Received) -> tuple[datetime | None, Fetched]:
         """The message as a record and its event time; a poison message has none."""
@@ -235,7 +219,7 @@ class Joiner:
                 record = decode_event(message.value, message.timestamp)
         except PoisonRecord as exc:
             return None, (str(exc), message)
-        return event_time(record), (record, message)
+        return event_time(record, self.clock()), (record, message)
 
     async def _unread(self, consumer: AIOKafkaConsumer) -> set[TopicPartition]:
         """Owned partitions with records in the broker beyond what was fetched."""
@@ -249,7 +233,7 @@ class Joiner:
     def _reports(
         self, consumer: AIOKafkaConsumer, batch: Batch, unread: set[TopicPartition]
     ) -> dict[str, PartitionReport]:
-        times = batch.event_times()
+        times = batch.event_times(self.clock())
         reports = {}
         for tp in consumer.assignment():
             # Records still waiting are not applied yet: the partition is not at its end.
@@ -279,8 +263,7 @@ class Joiner:
                         self.clock(),
                         reports,
                         all_partitions,
-                        predictions=[r for r, _ in batch.predictions],
-                        events=[r for r, _ in batch.events],
+                        Submission([r for r, _ in batch.predictions], [r for r, _ in batch.events]),
                         dead_letters=[DeadLetter(m.topic, m.partition, m.offset, reason) for m, reason in batch.dead],
                     )
             except InvalidRecord as exc:
@@ -303,5 +286,5 @@ class Joiner:
                 ("labelloop-source", f"{message.topic}[{message.partition}]@{message.offset}".encode()),
             ]
             messages.append((message.key, message.value or b"", headers))
-        await self.dead_letter_producer.send_all(self.settings.kafka_dlq_topic, messages)
+        await self.dead_letter_producer.send_all([(self.settings.kafka_dlq_topic, messages)])
         self.metrics.dead_letters.inc(len(dead))

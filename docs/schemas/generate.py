@@ -1,5 +1,5 @@
 """Write the JSON Schemas of Kafka message contract v1 (docs/kafka-contract.md) from the pydantic
-models in service/contract.py plus the two envelope fields consumers/codec.py reads.
+models in service/contract.py plus the two envelope fields service/kafka/codec.py reads.
 
     .venv/bin/python docs/schemas/generate.py          # rewrite the files
     .venv/bin/python docs/schemas/generate.py --check  # exit 1 if a file is out of date

@@ -9,12 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from consumers.producer import RecordProducer
-from consumers.topics import ensure_topics
 from service.api import errors
-from service.api.kafka_sink import KafkaSink
 from service.api.routes import ingest, ops, reads
-from service.api.runtime import Clock, Runtime, utcnow
+from service.api.runtime import Runtime
+from service.clock import Clock, utcnow
 from service.config import Settings
 from service.core.policy import load_policies
 from service.store import migrate
@@ -42,10 +40,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
             stack.push_async_callback(runtime.db.dispose)
             if settings.kafka_mode:
                 # Windows are closed by the joiners (`labelloop consume`); this process only produces.
-                await ensure_topics(settings)
-                producer = RecordProducer(settings, client_id="labelloop-api")
-                stack.push_async_callback(producer.stop)
-                runtime.sink = KafkaSink(settings, policies, runtime.db, producer, runtime.telemetry)
+                # Imported here: the embedded mode never loads the Kafka client.
+                from service.api.kafka_sink import KafkaSink
+
+                runtime.sink = await stack.enter_async_context(KafkaSink.started(settings, policies, runtime))
             else:
                 ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
                 stack.push_async_callback(_cancel, ticker)

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from consumers.producer import BrokerUnavailable
 from service.core.validation import InvalidRecord
+from service.kafka.errors import BrokerUnavailable
 from service.store.records import RecordConflict
 
 

@@ -1,46 +1,80 @@
 """Kafka mode: validate exactly as the embedded mode does, then produce keyed by prediction_id and
-answer only once the broker acknowledged every record."""
+answer only once the broker acknowledged every record. Concurrent requests share one lookup of
+their predictions' use cases and one produce batch (group commit)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-from consumers.codec import encode
-from consumers.producer import RecordProducer
+from service.api.group_commit import GroupCommit
+from service.api.runtime import Runtime
 from service.api.sinks import Receipt
-from service.api.telemetry import Telemetry
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
-from service.core.validation import check_event, check_prediction
+from service.core.validation import InvalidRecord, check_event, check_prediction
+from service.kafka.codec import encode
+from service.kafka.producer import Message, RecordProducer
+from service.kafka.topics import ensure_topics
 from service.store import queries
-from service.store.database import Database
+from service.store.ingest import Submission
 
 
 class KafkaSink:
-    def __init__(
-        self, settings: Settings, policies: PolicySet, db: Database, producer: RecordProducer, telemetry: Telemetry
-    ) -> None:
+    def __init__(self, settings: Settings, policies: PolicySet, runtime: Runtime, producer: RecordProducer) -> None:
         self.settings = settings
         self.policies = policies
-        self.db = db
+        self.runtime = runtime
         self.producer = producer
-        self.telemetry = telemetry
+        self._group: GroupCommit[Submission, Receipt] = GroupCommit(
+            self._produce, size=lambda s: s.size, max_size=settings.max_batch
+        )
+
+    @classmethod
+    @asynccontextmanager
+    async def started(cls, settings: Settings, policies: PolicySet, runtime: Runtime) -> AsyncIterator[KafkaSink]:
+        await ensure_topics(settings)
+        producer = RecordProducer(settings, client_id="labelloop-api")
+        try:
+            yield cls(settings, policies, runtime, producer)
+        finally:
+            await producer.stop()
 
     async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:
         for index, record in enumerate(records):
             check_prediction(self.policies, index, record)
-        messages = [(r.prediction_id.encode(), encode(r), None) for r in records]
-        await self.producer.send_all(self.settings.kafka_predictions_topic, messages)
-        self.telemetry.record("predictions", len(records), 0)
-        return Receipt(accepted=len(records), duplicates=None)
+        return await self._group.submit(Submission(predictions=records))
 
     async def put_events(self, records: Sequence[EventRecord]) -> Receipt:
-        async with self.db.read() as conn:
-            use_cases = await queries.use_cases_of(conn, sorted({r.prediction_id for r in records}))
-        for index, record in enumerate(records):
-            check_event(self.policies, index, record, use_cases.get(record.prediction_id))
-        messages = [(r.prediction_id.encode(), encode(r), None) for r in records]
-        await self.producer.send_all(self.settings.kafka_events_topic, messages)
-        self.telemetry.record("events", len(records), 0)
-        return Receipt(accepted=len(records), duplicates=None)
+        return await self._group.submit(Submission(events=records))
+
+    async def _produce(self, submissions: list[Submission]) -> list[Receipt | Exception]:
+        event_ids = sorted({r.prediction_id for s in submissions for r in s.events})
+        use_cases: dict[str, str] = {}
+        if event_ids:
+            async with self.runtime.db.read() as conn:
+                use_cases = await queries.use_cases_of(conn, event_ids)
+        outcomes: list[Receipt | Exception] = []
+        predictions: list[Message] = []
+        events: list[Message] = []
+        for submission in submissions:
+            try:
+                for index, event in enumerate(submission.events):
+                    check_event(self.policies, index, event, use_cases.get(event.prediction_id))
+            except InvalidRecord as exc:
+                outcomes.append(exc)
+                continue
+            predictions += [(r.prediction_id.encode(), encode(r), None) for r in submission.predictions]
+            events += [(r.prediction_id.encode(), encode(r), None) for r in submission.events]
+            outcomes.append(Receipt(accepted=submission.size, duplicates=None))
+        await self.producer.send_all(
+            [(self.settings.kafka_predictions_topic, predictions), (self.settings.kafka_events_topic, events)]
+        )
+        telemetry = self.runtime.telemetry
+        for submission, outcome in zip(submissions, outcomes, strict=True):
+            if isinstance(outcome, Receipt):
+                for collection, records in (("predictions", submission.predictions), ("events", submission.events)):
+                    if records:
+                        telemetry.record(collection, len(records), 0)
+        return outcomes

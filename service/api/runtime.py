@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from service.api.group_commit import GroupCommit
 from service.api.sinks import Receipt, Sink
 from service.api.telemetry import Telemetry
+from service.clock import Clock, utcnow
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.windows import combined_watermark, partition_watermark
 from service.store import queries, watermarks
 from service.store.database import Database
-from service.store.ingest import LabelContext, UnitResult, ingest, tick
+from service.store.ingest import LabelContext, Rejected, Submission, SubmissionResult, UnitResult, ingest
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -37,18 +32,10 @@ class Runtime:
     sink: Sink = field(init=False)
 
     def __post_init__(self) -> None:
+        self.context = LabelContext.from_settings(self.settings, self.policies)
         self.sink = EmbeddedSink(self)
 
-    @property
-    def context(self) -> LabelContext:
-        return LabelContext(
-            policies=self.policies,
-            allowed_disorder=self.settings.allowed_disorder,
-            idle_timeout=self.settings.idle_timeout,
-            orphan_ttl=self.settings.orphan_ttl,
-            owner_timeout=self.settings.kafka_owner_timeout,
-            sweep_limit=self.settings.sweep_limit,
-        )
+    context: LabelContext = field(init=False)
 
     def committed(self, unit: UnitResult) -> None:
         """Telemetry for a unit of work, counted only once its transaction committed."""
@@ -61,7 +48,7 @@ class Runtime:
         transactions, writers getting their turn between them."""
         while True:
             async with self.db.write() as conn:
-                unit = await tick(conn, self.context, self.clock())
+                unit = await ingest(conn, self.context, self.clock())
             self.committed(unit)
             if not unit.more_due:
                 return unit
@@ -101,23 +88,40 @@ class Runtime:
 
 
 class EmbeddedSink:
-    """Records applied to the store in the request's own transaction."""
+    """Records applied to the store; concurrent requests share one transaction (group commit)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._group: GroupCommit[Submission, SubmissionResult] = GroupCommit(
+            self._commit, size=lambda s: s.size, max_size=runtime.settings.max_batch
+        )
 
     async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:
-        async with self.runtime.db.write() as conn:
-            unit = await ingest(conn, self.runtime.context, self.runtime.clock(), predictions=records)
-        return self._committed(unit, "predictions", unit.predictions.accepted, unit.predictions.duplicates)
+        result = (await self._group.submit(Submission(predictions=records))).predictions
+        self.runtime.telemetry.record("predictions", result.accepted, result.duplicates)
+        return Receipt(accepted=result.accepted, duplicates=result.duplicates)
 
     async def put_events(self, records: Sequence[EventRecord]) -> Receipt:
-        async with self.runtime.db.write() as conn:
-            unit = await ingest(conn, self.runtime.context, self.runtime.clock(), events=records)
-        return self._committed(unit, "events", unit.events.accepted, unit.events.duplicates)
+        result = (await self._group.submit(Submission(events=records))).events
+        self.runtime.telemetry.record("events", result.accepted, result.duplicates)
+        return Receipt(accepted=result.accepted, duplicates=result.duplicates)
 
-    def _committed(self, unit: UnitResult, collection: str, accepted: int, duplicates: int) -> Receipt:
-        # The transaction has committed: the 202 promises durable records.
-        self.runtime.committed(unit)
-        self.runtime.telemetry.record(collection, accepted, duplicates)
-        return Receipt(accepted=accepted, duplicates=duplicates)
+    async def _commit(self, submissions: list[Submission]) -> list[SubmissionResult | Exception]:
+        """One transaction for the group. A submission the policies or the store refuse fails
+        alone: the transaction is rolled back and the rest applied again without it."""
+        refused: dict[int, Exception] = {}
+        while True:
+            kept = [i for i in range(len(submissions)) if i not in refused]
+            if not kept:
+                return [refused[i] for i in range(len(submissions))]
+            try:
+                group = [submissions[i] for i in kept]
+                async with self.runtime.db.write() as conn:
+                    unit = await ingest(conn, self.runtime.context, self.runtime.clock(), group)
+            except Rejected as exc:
+                refused[kept[exc.index]] = exc.error
+                continue
+            # Committed: every 202 of the group promises durable records.
+            self.runtime.committed(unit)
+            applied = dict(zip(kept, unit.results, strict=True))
+            return [applied[i] if i in applied else refused[i] for i in range(len(submissions))]

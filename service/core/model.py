@@ -84,3 +84,10 @@ class EventRecord:
     actor: str | None = None
     payload: dict[str, object] | None = None
     received_at: datetime | None = field(default=None, compare=False)  # as for predictions
+
+
+def event_time(record: PredictionRecord | EventRecord, now: datetime) -> datetime:
+    """Where a record stands in event time: when it was served or occurred as the app said, else
+    when labelloop received it (else now)."""
+    stated = record.served_at if isinstance(record, PredictionRecord) else record.occurred_at
+    return stated or record.received_at or now

@@ -1,6 +1,6 @@
-"""One unit of work per request (embedded mode) or per consumed batch (Kafka mode): settle the
-watermark, apply the records, close what the watermark passed, add up the stats. The caller
-commits; durability is that commit."""
+"""One unit of work per group of requests (embedded mode) or per consumed batch (Kafka mode):
+settle the watermark, apply each submission's records, close what the watermark passed, add up
+the stats. The caller commits; durability is that commit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.core.model import EventRecord, PredictionRecord
+from service.config import Settings
+from service.core.model import EventRecord, PredictionRecord, event_time
 from service.core.policy import PolicySet
+from service.core.validation import InvalidRecord
 from service.core.windows import (
     PartitionProgress,
     combined_watermark,
@@ -21,7 +23,7 @@ from service.core.windows import (
 )
 from service.store import stats, tables, watermarks
 from service.store.database import dialect_insert
-from service.store.records import IngestResult
+from service.store.records import IngestResult, RecordConflict
 from service.store.repository import Labeler
 from service.store.stats import StatsDelta
 
@@ -37,11 +39,53 @@ class LabelContext:
     owner_timeout: timedelta = timedelta(seconds=15)
     sweep_limit: int = 10_000  # windows closed per transaction at most
 
+    @classmethod
+    def from_settings(cls, settings: Settings, policies: PolicySet) -> LabelContext:
+        return cls(
+            policies=policies,
+            allowed_disorder=settings.allowed_disorder,
+            idle_timeout=settings.idle_timeout,
+            orphan_ttl=settings.orphan_ttl,
+            owner_timeout=settings.kafka_owner_timeout,
+            sweep_limit=settings.sweep_limit,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The records of one request (embedded mode) or of one consumed batch (Kafka mode)."""
+
+    predictions: Sequence[PredictionRecord] = ()
+    events: Sequence[EventRecord] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.predictions) + len(self.events)
+
+    def event_times(self, now: datetime) -> list[datetime]:
+        times = [event_time(r, now) for r in self.predictions]
+        return times + [event_time(r, now) for r in self.events]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionResult:
+    predictions: IngestResult
+    events: IngestResult
+
+
+class Rejected(Exception):
+    """One submission of a unit that the policies or the store refuse. Nothing of the unit may be
+    committed: the caller rolls back and may apply the others again without it."""
+
+    def __init__(self, index: int, error: InvalidRecord | RecordConflict) -> None:
+        super().__init__(f"submission {index}: {error}")
+        self.index = index
+        self.error = error
+
 
 @dataclass(frozen=True, slots=True)
 class UnitResult:
-    predictions: IngestResult
-    events: IngestResult
+    results: list[SubmissionResult]  # one per submission, in order
     stats: StatsDelta
     watermark: datetime | None
     more_due: bool  # the sweep stopped at its limit: windows the watermark passed are still open
@@ -62,35 +106,32 @@ async def _apply(
     ctx: LabelContext,
     now: datetime,
     watermark: datetime | None,
-    predictions: Sequence[PredictionRecord],
-    events: Sequence[EventRecord],
+    submissions: Sequence[Submission],
 ) -> UnitResult:
+    """The submissions in order, as if they had arrived as one batch; then the sweep."""
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
     labeler.watermark = watermark
-    predictions_result = await labeler.add_predictions(predictions)
-    events_result = await labeler.add_events(events)
+    results = []
+    for index, submission in enumerate(submissions):
+        try:
+            predictions = await labeler.add_predictions(submission.predictions)
+            events = await labeler.add_events(submission.events)
+        except (InvalidRecord, RecordConflict) as exc:
+            raise Rejected(index, exc) from exc
+        results.append(SubmissionResult(predictions, events))
     more_due = await labeler.sweep(watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
-    return UnitResult(predictions_result, events_result, labeler.stats, watermark, more_due)
+    return UnitResult(results, labeler.stats, watermark, more_due)
 
 
 async def ingest(
-    conn: AsyncConnection,
-    ctx: LabelContext,
-    now: datetime,
-    predictions: Sequence[PredictionRecord] = (),
-    events: Sequence[EventRecord] = (),
+    conn: AsyncConnection, ctx: LabelContext, now: datetime, submissions: Sequence[Submission] = ()
 ) -> UnitResult:
-    """Embedded mode: one watermark for everything this store receives."""
-    times = [r.served_at or r.received_at or now for r in predictions]
-    times += [r.occurred_at or r.received_at or now for r in events]
+    """Embedded mode: one watermark for everything this store receives. With no submissions, the
+    periodic step: the watermark may follow the wall clock."""
+    times = [t for submission in submissions for t in submission.event_times(now)]
     watermark = await _embedded_watermark(conn, ctx, times, now)
-    return await _apply(conn, ctx, now, watermark, predictions, events)
-
-
-async def tick(conn: AsyncConnection, ctx: LabelContext, now: datetime) -> UnitResult:
-    """The periodic step: with no arrivals the watermark may follow the wall clock."""
-    return await ingest(conn, ctx, now)
+    return await _apply(conn, ctx, now, watermark, submissions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +156,7 @@ async def ingest_partitions(
     now: datetime,
     reports: dict[str, PartitionReport],
     all_partitions: Sequence[str],
-    predictions: Sequence[PredictionRecord] = (),
-    events: Sequence[EventRecord] = (),
+    batch: Submission,
     dead_letters: Sequence[DeadLetter] = (),
 ) -> UnitResult:
     """Kafka mode: record this consumer's partitions' progress, then close windows by the slowest
@@ -150,4 +190,7 @@ async def ingest_partitions(
             for name in all_partitions
         ]
     )
-    return await _apply(conn, ctx, now, watermark, predictions, events)
+    try:
+        return await _apply(conn, ctx, now, watermark, [batch])
+    except Rejected as exc:
+        raise exc.error from exc

@@ -22,6 +22,7 @@ from service.core.model import (
     Phase,
     PredictionRecord,
     Source,
+    event_time,
 )
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
@@ -129,7 +130,7 @@ class Labeler:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
         for _, digest, record in fresh:
-            served_at = record.served_at or record.received_at or self.now
+            served_at = event_time(record, self.now)
             deadline = deadlines(self.policies.use_cases[record.use_case], served_at)
             rows.append(
                 {
@@ -206,7 +207,7 @@ class Labeler:
             return IngestResult(accepted=0, duplicates=duplicates)
         rows = []
         for _, digest, record in fresh:
-            occurred_at = record.occurred_at or record.received_at or self.now
+            occurred_at = event_time(record, self.now)
             pred = preds.get(record.prediction_id)
             if pred is None:
                 disposition, expires = "orphan", self.now + self.orphan_ttl

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from consumers.codec import PoisonRecord, decode_event, decode_prediction, encode
 from service.core.model import EventRecord, PredictionRecord
+from service.kafka.codec import PoisonRecord, decode_event, decode_prediction, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"
@@ -146,8 +146,8 @@ def test_committed_schema_is_generated_from_the_models(name: str) -> None:
 
 
 def test_schemas_describe_the_codec_envelope() -> None:
-    from consumers.codec import SCHEMA_VERSION
     from service.contract import EventIn, PredictionIn
+    from service.kafka.codec import SCHEMA_VERSION
 
     for kind, model in (("prediction", PredictionIn), ("event", EventIn)):
         loaded = schema(kind)

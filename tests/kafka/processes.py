@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.codec import encode
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
+from service.kafka.codec import encode
 from tests.e2e._process import clean_env, labelloop_command
 
 T = TypeVar("T")

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.topics import ensure_topics
 from service.api.app import create_app
 from service.config import Settings
+from service.kafka.topics import ensure_topics
 from tests.kafka.broker import Broker, free_port
 from tests.kafka.conftest import kafka_settings_for
 from tests.kafka.processes import read_topic

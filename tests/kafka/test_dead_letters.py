@@ -10,8 +10,8 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.topics import ensure_topics
 from service.config import Settings
+from service.kafka.topics import ensure_topics
 from tests.kafka.conftest import running_joiner
 from tests.kafka.processes import (
     Outgoing,

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.codec import encode
 from service.config import Settings
+from service.kafka.codec import encode
 from tests.kafka.processes import (
     ConsumerProcess,
     click,

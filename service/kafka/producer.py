@@ -11,12 +11,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from service.config import Settings
+from service.kafka.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not acknowledge in time; nothing may be reported as stored."""
 
 
 Message = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
@@ -54,18 +51,21 @@ class RecordProducer:
                 self._producer = producer
             return self._producer
 
-    async def send_all(self, topic: str, messages: Sequence[Message]) -> None:
-        """Return once the broker acknowledged every message (acks=all); else BrokerUnavailable."""
+    async def send_all(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
+        """Send (topic, messages) pairs; return once the broker acknowledged every message
+        (acks=all), else raise BrokerUnavailable."""
         try:
             async with asyncio.timeout(self.settings.kafka_produce_timeout.total_seconds()):
                 producer = await self._ready()
                 acks = [
                     await producer.send(topic, value=value, key=key, headers=headers)
+                    for topic, messages in batches
                     for key, value, headers in messages
                 ]
                 await asyncio.gather(*acks)
         except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("producing to %s failed: %r; the producer will be rebuilt", topic, exc)
+            topics = sorted({topic for topic, messages in batches if messages})
+            log.warning("producing to %s failed: %r; the producer will be rebuilt", topics, exc)
             await self._discard()
             raise BrokerUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
 

@@ -1,0 +1,1 @@
+"""Kafka adapter shared by the API (producing) and the joiners: message codec, producer, topics."""

@@ -1,0 +1,5 @@
+"""Kafka-mode failures the API answers, importable without loading the Kafka client."""
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge in time; nothing may be reported as stored."""

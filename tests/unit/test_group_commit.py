@@ -1,0 +1,107 @@
+"""Group commit as pure asyncio: who shares a commit, who gets which outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.api.group_commit import GroupCommit
+
+
+class Recorder:
+    """A commit that records its groups; works named 'bad*' are refused alone, 'boom' fails all."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()  # a commit has started
+
+    async def commit(self, works: list[str]) -> list[str | Exception]:
+        self.groups.append(works)
+        self.entered.set()
+        await self.gate.wait()
+        if "boom" in works:
+            raise RuntimeError("commit failed")
+        return [ValueError(w) if w.startswith("bad") else w.upper() for w in works]
+
+
+async def _submit_while_held(recorder: Recorder, group: GroupCommit[str, str], works: list[str]) -> list[object]:
+    """Submit works while the first commit is held open, so the rest queue behind it."""
+    recorder.gate.clear()
+    tasks = [asyncio.create_task(group.submit(w)) for w in works]
+    await recorder.entered.wait()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    recorder.gate.set()
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def test_waiting_works_share_the_next_commit() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    outcomes = await _submit_while_held(recorder, group, [f"w{i}" for i in range(20)])
+    assert outcomes == [f"W{i}" for i in range(20)]
+    assert recorder.groups == [["w0"], [f"w{i}" for i in range(1, 20)]]
+
+
+async def test_a_refused_work_fails_alone() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    outcomes = await _submit_while_held(recorder, group, ["a", "b", "bad", "c"])
+    assert outcomes[:2] == ["A", "B"]
+    assert isinstance(outcomes[2], ValueError)
+    assert outcomes[3] == "C"
+
+
+async def test_a_failed_commit_fails_every_work_of_its_group() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    outcomes = await _submit_while_held(recorder, group, ["first", "a", "boom", "b"])
+    assert outcomes[0] == "FIRST"  # committed alone, before the failing group
+    assert all(isinstance(o, RuntimeError) for o in outcomes[1:]), outcomes
+    assert recorder.groups[1] == ["a", "boom", "b"]
+
+
+async def test_groups_are_bounded_by_size() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, max_size=5)
+    outcomes = await _submit_while_held(recorder, group, ["x", "aa", "bb", "cc", "dddddddd"])
+    assert outcomes == ["X", "AA", "BB", "CC", "DDDDDDDD"]
+    # A work larger than the bound still gets a group of its own.
+    assert recorder.groups == [["x"], ["aa", "bb"], ["cc"], ["dddddddd"]]
+
+
+async def test_a_cancelled_leader_does_not_abort_its_group() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    leader = asyncio.create_task(group.submit("lead"))
+    await recorder.entered.wait()
+    leader.cancel()
+    follower = asyncio.create_task(group.submit("next"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    recorder.gate.set()
+    assert await follower == "NEXT"
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert recorder.groups == [["lead"], ["next"]]  # the leader's commit ran to its end
+
+
+async def test_work_cancelled_before_its_turn_is_not_committed() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    recorder.gate.clear()
+    first = asyncio.create_task(group.submit("first"))
+    await recorder.entered.wait()
+    gone = asyncio.create_task(group.submit("gone"))
+    kept = asyncio.create_task(group.submit("kept"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    gone.cancel()
+    recorder.gate.set()
+    assert await first == "FIRST"
+    assert await kept == "KEPT"
+    assert recorder.groups == [["first"], ["kept"]]
