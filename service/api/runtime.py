@@ -17,7 +17,8 @@ from service.core.policy import PolicySet
 from service.core.windows import combined_watermark, partition_watermark
 from service.store import queries, watermarks
 from service.store.database import Database
-from service.store.ingest import LabelContext, Rejected, Submission, SubmissionResult, UnitResult, ingest
+from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
+from service.store.records import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class EmbeddedSink:
                 async with self.runtime.db.write() as conn:
                     unit = await ingest(conn, self.runtime.context, self.runtime.clock(), group)
             except Rejected as exc:
-                refused[kept[exc.index]] = exc.error
+                refused[kept[exc.submission]] = exc.error
                 continue
             # Committed: every 202 of the group promises durable records.
             self.runtime.committed(unit)

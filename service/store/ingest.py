@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord, event_time
 from service.core.policy import PolicySet
-from service.core.validation import InvalidRecord
 from service.core.windows import (
     PartitionProgress,
     combined_watermark,
@@ -23,7 +22,7 @@ from service.core.windows import (
 )
 from service.store import stats, tables, watermarks
 from service.store.database import dialect_insert
-from service.store.records import IngestResult, RecordConflict
+from service.store.records import IngestResult, Rejected
 from service.store.repository import Labeler
 from service.store.stats import StatsDelta
 
@@ -73,16 +72,6 @@ class SubmissionResult:
     events: IngestResult
 
 
-class Rejected(Exception):
-    """One submission of a unit that the policies or the store refuse. Nothing of the unit may be
-    committed: the caller rolls back and may apply the others again without it."""
-
-    def __init__(self, index: int, error: InvalidRecord | RecordConflict) -> None:
-        super().__init__(f"submission {index}: {error}")
-        self.index = index
-        self.error = error
-
-
 @dataclass(frozen=True, slots=True)
 class UnitResult:
     results: list[SubmissionResult]  # one per submission, in order
@@ -108,17 +97,13 @@ async def _apply(
     watermark: datetime | None,
     submissions: Sequence[Submission],
 ) -> UnitResult:
-    """The submissions in order, as if they had arrived as one batch; then the sweep."""
+    """The submissions as if they had arrived as one batch (predictions, then events), then the
+    sweep. Rejected names a submission that must be left out."""
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
     labeler.watermark = watermark
-    results = []
-    for index, submission in enumerate(submissions):
-        try:
-            predictions = await labeler.add_predictions(submission.predictions)
-            events = await labeler.add_events(submission.events)
-        except (InvalidRecord, RecordConflict) as exc:
-            raise Rejected(index, exc) from exc
-        results.append(SubmissionResult(predictions, events))
+    predictions = await labeler.add_predictions([s.predictions for s in submissions])
+    events = await labeler.add_events([s.events for s in submissions])
+    results = [SubmissionResult(p, e) for p, e in zip(predictions, events, strict=True)]
     more_due = await labeler.sweep(watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
     return UnitResult(results, labeler.stats, watermark, more_due)

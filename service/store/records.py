@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from service.core.model import EventRecord, PredictionRecord, Source
+from service.core.validation import InvalidRecord
 
 CHUNK = 1000  # ids per lookup: SQLite allows 32,766 parameters per statement
 
@@ -51,26 +52,51 @@ def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
+class Rejected(Exception):
+    """One submission (a request's records) of a unit of work that the policies or the store
+    refuse. Nothing of the unit may be committed: the caller rolls back and may apply the other
+    submissions again without it."""
+
+    def __init__(self, submission: int, error: InvalidRecord | RecordConflict) -> None:
+        super().__init__(f"submission {submission}: {error}")
+        self.submission = submission
+        self.error = error
+
+
+Keyed = tuple[str, str, Any]  # id, content digest, record
+
+
 def split_duplicates(
-    field: str, keyed: list[tuple[str, str, Any]], stored: dict[str, str]
-) -> tuple[list[tuple[str, str, Any]], int]:
-    """Drop records whose id is already stored or repeated in the batch with the same content;
-    raise RecordConflict naming every id whose content differs."""
-    fresh: list[tuple[str, str, Any]] = []
+    field: str, submissions: Sequence[Sequence[Keyed]], stored: dict[str, str]
+) -> tuple[list[Keyed], list[IngestResult]]:
+    """The records to store, and each submission's accepted and duplicate counts. A record whose
+    id is stored, or came earlier in this unit, with the same content is a duplicate. With other
+    content it is a conflict: Rejected for the first submission that has one, naming its ids (as
+    "already stored" when a stored record or an earlier submission holds the id)."""
+    fresh: list[Keyed] = []
+    results: list[IngestResult] = []
     seen = dict(stored)
-    duplicates = 0
-    conflicts: set[str] = set()
-    for key, digest, record in keyed:
-        known = seen.get(key)
-        if known is None:
-            seen[key] = digest
-            fresh.append((key, digest, record))
-        elif known == digest:
-            duplicates += 1
-        else:
-            conflicts.add(key)
-    if conflicts & stored.keys():
-        raise RecordConflict(field, sorted(conflicts & stored.keys()), "already stored with different content")
-    if conflicts:
-        raise RecordConflict(field, sorted(conflicts), "repeated in this request with different content")
-    return fresh, duplicates
+    brought_by: dict[str, int] = {}  # id -> the submission that brought it in this unit
+    for index, keyed in enumerate(submissions):
+        accepted = duplicates = 0
+        conflicts: set[str] = set()
+        for key, digest, record in keyed:
+            known = seen.get(key)
+            if known is None:
+                seen[key] = digest
+                brought_by[key] = index
+                fresh.append((key, digest, record))
+                accepted += 1
+            elif known == digest:
+                duplicates += 1
+            else:
+                conflicts.add(key)
+        elsewhere = {key for key in conflicts if brought_by.get(key) != index}
+        if elsewhere:
+            raise Rejected(index, RecordConflict(field, sorted(elsewhere), "already stored with different content"))
+        if conflicts:
+            raise Rejected(
+                index, RecordConflict(field, sorted(conflicts), "repeated in this request with different content")
+            )
+        results.append(IngestResult(accepted=accepted, duplicates=duplicates))
+    return fresh, results

@@ -32,6 +32,8 @@ from service.store.bulk import insert_rows, update_rows
 from service.store.database import dialect_insert, one_of
 from service.store.records import (
     IngestResult,
+    Keyed,
+    Rejected,
     chunks,
     content_hash,
     source_json,
@@ -120,14 +122,19 @@ class Labeler:
 
     # -- predictions -----------------------------------------------------------------------
 
-    async def add_predictions(self, records: Sequence[PredictionRecord]) -> IngestResult:
-        for index, record in enumerate(records):
-            check_prediction(self.policies, index, record)
-        keyed = [(r.prediction_id, content_hash(r), r) for r in records]
+    async def add_predictions(self, submissions: Sequence[Sequence[PredictionRecord]]) -> list[IngestResult]:
+        """The predictions of each submission, all in one pass; Rejected names a refused one."""
+        for number, records in enumerate(submissions):
+            for index, record in enumerate(records):
+                try:
+                    check_prediction(self.policies, index, record)
+                except InvalidRecord as exc:
+                    raise Rejected(number, exc) from exc
+        keyed = [[(r.prediction_id, content_hash(r), r) for r in records] for records in submissions]
         stored = await self._stored_hashes(predictions.c.prediction_id, predictions.c.content_hash, keyed)
-        fresh, duplicates = split_duplicates("prediction_id", keyed, stored)
+        fresh, results = split_duplicates("prediction_id", keyed, stored)
         if not fresh:
-            return IngestResult(accepted=0, duplicates=duplicates)
+            return results
         rows = []
         for _, digest, record in fresh:
             served_at = event_time(record, self.now)
@@ -154,7 +161,7 @@ class Labeler:
             self.stats.count(record.use_case, "served", served_hour(served_at))
         await insert_rows(self.conn, predictions, rows)
         await self._join_orphans([r["prediction_id"] for r in rows])
-        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+        return results
 
     async def _join_orphans(self, prediction_ids: list[str]) -> None:
         """Join the events that were waiting for these predictions."""
@@ -195,16 +202,21 @@ class Labeler:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def add_events(self, records: Sequence[EventRecord]) -> IngestResult:
-        preds = await self._load_predictions(sorted({r.prediction_id for r in records}))
-        for index, record in enumerate(records):
-            pred = preds.get(record.prediction_id)
-            check_event(self.policies, index, record, None if pred is None else pred.use_case)
-        keyed = [(r.event_id, content_hash(r), r) for r in records]
+    async def add_events(self, submissions: Sequence[Sequence[EventRecord]]) -> list[IngestResult]:
+        """The events of each submission, all in one pass; Rejected names a refused one."""
+        preds = await self._load_predictions(sorted({r.prediction_id for records in submissions for r in records}))
+        for number, records in enumerate(submissions):
+            for index, record in enumerate(records):
+                pred = preds.get(record.prediction_id)
+                try:
+                    check_event(self.policies, index, record, None if pred is None else pred.use_case)
+                except InvalidRecord as exc:
+                    raise Rejected(number, exc) from exc
+        keyed = [[(r.event_id, content_hash(r), r) for r in records] for records in submissions]
         stored = await self._stored_hashes(events.c.event_id, events.c.content_hash, keyed)
-        fresh, duplicates = split_duplicates("event_id", keyed, stored)
+        fresh, results = split_duplicates("event_id", keyed, stored)
         if not fresh:
-            return IngestResult(accepted=0, duplicates=duplicates)
+            return results
         rows = []
         for _, digest, record in fresh:
             occurred_at = event_time(record, self.now)
@@ -230,7 +242,7 @@ class Labeler:
             )
         await insert_rows(self.conn, events, rows)
         await self._relabel([p for p in preds.values() if p.touched])
-        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+        return results
 
     def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> EventTiming:
         """Account for one event joined to its prediction; the caller relabels touched predictions."""
@@ -447,11 +459,9 @@ class Labeler:
                 found[row.prediction_id] = _prediction_from_row(row)
         return found
 
-    async def _stored_hashes(
-        self, key_column: Any, hash_column: Any, keyed: list[tuple[str, str, Any]]
-    ) -> dict[str, str]:
+    async def _stored_hashes(self, key_column: Any, hash_column: Any, submissions: list[list[Keyed]]) -> dict[str, str]:
         stored: dict[str, str] = {}
-        for chunk in chunks(sorted({key for key, _, _ in keyed})):
+        for chunk in chunks(sorted({key for keyed in submissions for key, _, _ in keyed})):
             result = await self.conn.execute(
                 select(key_column, hash_column).where(one_of(self.conn, key_column, chunk))
             )

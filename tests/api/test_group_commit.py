@@ -161,3 +161,36 @@ async def test_events_and_their_predictions_in_one_group_label_alike(
     lineage = (await raw_client.get("/v1/predictions/P")).json()
     assert lineage["label"]["label"] == 1
     assert [e["disposition"] for e in lineage["events"]] == ["counted"]
+
+
+async def test_one_id_from_two_requests_of_a_group(
+    raw_client: httpx.AsyncClient, runtime: Runtime, engine: AsyncEngine
+) -> None:
+    """As if they had come one after the other: the same content again is a duplicate, other
+    content a conflict for the later request only."""
+    responses: list[httpx.Response] = []
+
+    async def post(body: dict[str, Any]) -> httpx.Response:
+        response = await raw_client.post("/v1/predictions", json=body)
+        responses.append(response)
+        return response
+
+    statuses = await while_writer_busy(
+        runtime,
+        [
+            lambda: post(prediction("LEAD")),
+            lambda: post(prediction("SAME")),
+            lambda: post(prediction("SAME")),
+            lambda: post(prediction("OTHER")),
+            lambda: post(prediction("OTHER", model="changed")),
+        ],
+    )
+    assert statuses == [202, 202, 202, 202, 409]
+    bodies = {r.json().get("duplicates", "conflict") for r in responses if r.status_code == 202}
+    assert bodies == {0, 1}
+    conflict = next(r for r in responses if r.status_code == 409).json()["detail"][0]
+    assert conflict["ids"] == ["OTHER"]
+    assert conflict["msg"] == "already stored with different content"
+    async with engine.connect() as conn:
+        model = (await conn.execute(text("SELECT model FROM predictions WHERE prediction_id = 'OTHER'"))).scalar()
+    assert model is None
