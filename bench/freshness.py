@@ -37,7 +37,7 @@ import yaml
 
 from bench.ingest import load, server
 from bench.joiner import _assigned
-from bench.kafka_env import BenchEnv, start_consumer
+from bench.kafka_env import ALL_TABLES, BenchEnv, start_consumer
 from bench.report import Figure
 from service.config import Settings
 from service.core.policy import BUNDLED_POLICIES
@@ -48,7 +48,6 @@ SETTLE = 30.0  # give up waiting for labels once none new showed up for this lon
 WAIT_CAP = 600.0  # and in any case this long after the load ended
 PHOTON_AVERAGE_MS = 10_000.0  # Photon (Ananthanarayanan et al., SIGMOD 2013): average latency under 10 s
 JOINER_POLL_MS = 500.0  # consumers.joiner: getmany(timeout_ms=500); an idle joiner applies a batch this often
-TABLES = "predictions, events, label_history, dataset_seqs, watermarks, stat_counters, delay_buckets, delay_max"
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -262,7 +261,7 @@ async def _joiners(
     Yields a connection, the processes and a note on table statistics for the scenario name."""
     await ensure_topics(settings)
     conn = await asyncpg.connect(env.dsn)
-    await conn.execute(f"TRUNCATE {TABLES}")
+    await conn.execute(f"TRUNCATE {ALL_TABLES}")
     paths = [logs / f"freshness-joiner-{uuid.uuid4().hex[:4]}-{i}.log" for i in range(processes)]
     consumers = [start_consumer(settings, path) for path in paths]
     stop = asyncio.Event()

@@ -1,6 +1,7 @@
-"""Ingest over HTTP in the embedded mode (SQLite): batches of 1,000 and single records, beside the
-same server's /healthz rate (the HTTP ceiling of this stack) and a raw SQLite insert of the same
-rows with the same durability (WAL, synchronous=FULL, one transaction per 1,000)."""
+"""Ingest over HTTP: batches of 1,000 beside a raw SQLite insert of the same rows with the same
+durability (WAL, synchronous=FULL, one transaction per 1,000); single-record requests, embedded on
+SQLite and PostgreSQL and in Kafka mode, beside a bare FastAPI route that reads and validates the
+same JSON and stores nothing (bench/bare.py), all driven by the same aiohttp load generator."""
 
 from __future__ import annotations
 
@@ -49,13 +50,7 @@ def server_process(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        _wait_healthy(url)
         yield url, process
     finally:
         process.terminate()
@@ -99,50 +94,113 @@ def raw_sqlite(path: Path, n: int) -> float:
     return 2 * n / elapsed
 
 
-def scenario(workdir: Path, n_batch: int, n_single: int) -> list[Figure]:
-    healthz_url_figures: list[Figure] = []
+@contextmanager
+def bare_route(logs: Path) -> Iterator[str]:
+    """bench.bare on a free port: the same JSON read and validated, nothing stored."""
+    port = free_port()
+    with (logs / "bare.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def bare_single(logs: Path, n: int) -> dict[str, float]:
+    """The bare route's rate for single-record requests, 32 concurrent: the ceiling of this stack."""
+    with bare_route(logs) as url:
+        result = load(url, "single", n, concurrency=SINGLE_CONCURRENCY)
+    return {kind: result[kind]["requests_per_s"] for kind in ("predictions", "events")}
+
+
+SINGLE_CONCURRENCY = 32
+LATENCY_CONCURRENCY = 4
+
+
+def single_figures(scenario: str, url: str, bare: dict[str, float], n: int) -> list[Figure]:
+    """Single-record requests at 32 concurrent clients beside the bare route, and their p99 at 4."""
+    busy = load(url, "single", n, concurrency=SINGLE_CONCURRENCY)
+    light = load(url, "single", n // 2, concurrency=LATENCY_CONCURRENCY)
+    figures = []
+    for kind in ("predictions", "events"):
+        figures += [
+            Figure(
+                scenario,
+                f"single-record POST /v1/{kind}, {SINGLE_CONCURRENCY} concurrent",
+                busy[kind]["requests_per_s"],
+                "requests/s",
+                "bare FastAPI route, same JSON",
+                bare[kind],
+                ">= 0.3x",
+            ),
+            Figure(scenario, f"single-record {kind} p99, {SINGLE_CONCURRENCY} concurrent", busy[kind]["p99_ms"], "ms"),
+            Figure(
+                scenario,
+                f"single-record {kind} p99, {LATENCY_CONCURRENCY} concurrent",
+                light[kind]["p99_ms"],
+                "ms",
+                target="<= 50 ms",
+            ),
+        ]
+    return figures
+
+
+def scenario(workdir: Path, n_batch: int, n_single: int) -> tuple[list[Figure], dict[str, float]]:
+    """Embedded on SQLite; also returns the bare route's rates for the other modes' rows."""
+    bare = bare_single(workdir, n_single)
     with server(workdir, db=workdir / "ingest.db") as url:
         healthz = load(url, "healthz", n_single)
         batches = load(url, "batches", n_batch)
     with server(workdir, db=workdir / "ingest-single.db") as url:
-        single = load(url, "single", n_single)
+        singles = single_figures("ingest (embedded, SQLite)", url, bare, n_single)
     raw = raw_sqlite(workdir / "raw.db", n_batch)
-    healthz_url_figures += [
-        Figure("ingest (embedded, SQLite)", "GET /healthz", healthz["requests_per_s"], "requests/s"),
-        Figure("ingest (embedded, SQLite)", "raw SQLite insert of the same rows", raw, "rows/s"),
+    scenario = "ingest (embedded, SQLite)"
+    figures = [
+        Figure(scenario, "GET /healthz", healthz["requests_per_s"], "requests/s"),
+        Figure(scenario, "bare route, single predictions (ceiling)", bare["predictions"], "requests/s"),
+        Figure(scenario, "raw SQLite insert of the same rows", raw, "rows/s"),
         Figure(
-            "ingest (embedded, SQLite)",
+            scenario,
             f"batches of 1,000 ({2 * n_batch:,} records)",
             batches["records_per_s"],
             "records/s",
             "raw SQLite insert",
             raw,
-            ">= 50%",
-        ),
-        Figure(
-            "ingest (embedded, SQLite)",
-            "single-record requests",
-            single["records_per_s"],
-            "requests/s",
-            "/healthz",
-            healthz["requests_per_s"],
-            "",
-        ),
-        Figure(
-            "ingest (embedded, SQLite)", "single-record p50 latency (8 concurrent)", single["events"]["p50_ms"], "ms"
-        ),
-        Figure(
-            "ingest (embedded, SQLite)", "single-record p99 latency (8 concurrent)", single["events"]["p99_ms"], "ms"
+            ">= 0.5x",
         ),
     ]
-    return healthz_url_figures
+    return figures + singles, bare
 
 
-def kafka_scenario(settings: Settings, workdir: Path, n_batch: int) -> list[Figure]:
+def postgres_scenario(settings: Settings, workdir: Path, bare: dict[str, float], n_single: int) -> list[Figure]:
+    """Embedded on PostgreSQL: settings without Kafka."""
+    with server(workdir, settings=settings) as url:
+        return single_figures("ingest (embedded, PostgreSQL)", url, bare, n_single)
+
+
+def kafka_scenario(
+    settings: Settings, workdir: Path, n_batch: int, bare: dict[str, float], n_single: int
+) -> list[Figure]:
     """Kafka mode: the API validates and produces; 202 once the broker acknowledged."""
     with server(workdir, settings=settings) as url:
         healthz = load(url, "healthz", 1000)
         batches = load(url, "batches", n_batch)
+        singles = single_figures("ingest (Kafka mode)", url, bare, n_single)
     return [
         Figure("ingest (Kafka mode)", "GET /healthz", healthz["requests_per_s"], "requests/s"),
         Figure(
@@ -151,4 +209,5 @@ def kafka_scenario(settings: Settings, workdir: Path, n_batch: int) -> list[Figu
             batches["records_per_s"],
             "records/s",
         ),
+        *singles,
     ]

@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 
 from bench.data import Workload
-from bench.kafka_env import BenchEnv, preload, start_consumer, topics_consumer
+from bench.kafka_env import ALL_TABLES, BenchEnv, preload, start_consumer, topics_consumer
 from bench.report import Figure
 from service.config import Settings
 from service.kafka.topics import ensure_topics
@@ -168,9 +168,7 @@ async def run_joiners(env: BenchEnv, work: Workload, processes: int, logs: Path)
     settings = env.settings()
     await ensure_topics(settings)
     conn = await asyncpg.connect(env.dsn)
-    await conn.execute(
-        "TRUNCATE predictions, events, label_history, dataset_seqs, watermarks, stat_counters, delay_buckets, delay_max"
-    )
+    await conn.execute(f"TRUNCATE {ALL_TABLES}")
     total = len(work.predictions) + len(work.events)
     every = {f"{t}:{p}" for t in (settings.kafka_predictions_topic, settings.kafka_events_topic) for p in range(4)}
     paths = [logs / f"joiner-{processes}-{i}.log" for i in range(processes)]

@@ -27,15 +27,18 @@ class Sizes:
     peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
 
 
-QUICK = Sizes(25_000, 10_000, 500, [50_000, 250_000], 500_000, 500, 10, 0)
-FULL = Sizes(500_000, 100_000, 5_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000)
+QUICK = Sizes(25_000, 10_000, 3_000, [50_000, 250_000], 500_000, 500, 10, 0)
+FULL = Sizes(500_000, 100_000, 20_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000)
 
 
-async def kafka_scenarios(sizes: Sizes, logs: Path) -> list[Figure]:
+async def kafka_scenarios(sizes: Sizes, logs: Path, bare: dict[str, float]) -> list[Figure]:
     async with bench_env() as env:
+        figures = await asyncio.to_thread(
+            ingest.postgres_scenario, env.settings(kafka_bootstrap_servers=None), logs, bare, sizes.single
+        )
         settings = env.settings()
         await ensure_topics(settings)
-        figures = await asyncio.to_thread(ingest.kafka_scenario, settings, logs, sizes.batch)
+        figures += await asyncio.to_thread(ingest.kafka_scenario, settings, logs, sizes.batch, bare, sizes.single)
         figures += await joiner.scenario(env, workload(sizes.joiner_predictions), logs)
         if sizes.peers_predictions:
             figures += await peers.scenario(env, workload(sizes.peers_predictions), logs)
@@ -53,12 +56,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="labelloop-bench-") as tmp:
         work = Path(tmp)
         print(f"logs and scratch files in {work}", flush=True)
-        figures = ingest.scenario(work, sizes.batch, sizes.single)
+        figures, bare = ingest.scenario(work, sizes.batch, sizes.single)
         figures += asyncio.run(freshness.embedded_freshness(work, sizes.fresh_rate, sizes.fresh_seconds))
         figures += asyncio.run(freshness.negative_timeliness(work))
         figures += export.scenario(work, sizes.export)
         figures += metrics_latency.scenario(work, sizes.metrics_events)
-        figures += asyncio.run(kafka_scenarios(sizes, work))
+        figures += asyncio.run(kafka_scenarios(sizes, work, bare))
     write(figures, quick=args.quick)
 
 

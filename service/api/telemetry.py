@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.store.stats import StatsDelta
+from service.store.stats import EVENT_OUTCOMES, LABEL_STATS, Stat, StatsDelta
 
 DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 
@@ -59,9 +59,11 @@ class Telemetry:
     def apply(self, delta: StatsDelta) -> None:
         """Count what a committed unit of work did."""
         for (use_case, name, _, _), n in delta.counters.items():
-            if name.startswith("labels_") and n > 0:
-                self.labels.labels(use_case, name.removeprefix("labels_")).inc(n)
-            elif name in ("too_late", "clock_skew", "invalid_events", "orphans_expired") and n > 0:
+            if n <= 0:
+                continue
+            if name in LABEL_STATS:
+                self.labels.labels(use_case, LABEL_STATS[Stat(name)].value).inc(n)
+            elif name in EVENT_OUTCOMES:
                 self.events.labels(use_case, name).inc(n)
         for use_case, event_type, delay_s in delta.delays:
             self.delay.labels(use_case, event_type).observe(delay_s)

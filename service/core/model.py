@@ -17,6 +17,16 @@ class LabelStatus(StrEnum):
     FINAL = "final"
 
 
+class Disposition(StrEnum):
+    """How a stored event was used; its prediction's lineage shows it."""
+
+    ORPHAN = "orphan"  # its prediction not seen yet
+    COUNTED = "counted"
+    TOO_LATE = "too_late"  # occurred after the seal, or arrived once the label was final
+    INVALID = "invalid"  # its value makes no label under its prediction's use case
+    EXPIRED_ORPHAN = "expired_orphan"  # its prediction never came within the orphan TTL
+
+
 class Phase(StrEnum):
     """Where a prediction stands against the watermark."""
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-from service.core.model import Phase
+from service.core.model import Disposition, Phase
 from service.core.policy import UseCasePolicy
 
 
@@ -35,16 +34,11 @@ def phase_at(deadline: Deadlines, watermark: datetime | None) -> Phase:
     return Phase.FINAL
 
 
-class EventTiming(StrEnum):
-    COUNTED = "counted"
-    TOO_LATE = "too_late"
-
-
-def event_timing(deadline: Deadlines, occurred_at: datetime, phase: Phase) -> EventTiming:
+def event_timing(deadline: Deadlines, occurred_at: datetime, phase: Phase) -> Disposition:
     """An event counts when it occurred by the seal and its label is not final yet."""
     if phase is Phase.FINAL or occurred_at > deadline.seal_at:
-        return EventTiming.TOO_LATE
-    return EventTiming.COUNTED
+        return Disposition.TOO_LATE
+    return Disposition.COUNTED
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ async def _apply(
     now: datetime,
     watermark: datetime | None,
     submissions: Sequence[Submission],
+    tend_orphans: bool,
 ) -> UnitResult:
     """The submissions as if they had arrived as one batch (predictions, then events), then the
     sweep. Rejected names a submission that must be left out."""
@@ -104,6 +105,8 @@ async def _apply(
     predictions = await labeler.add_predictions([s.predictions for s in submissions])
     events = await labeler.add_events([s.events for s in submissions])
     results = [SubmissionResult(p, e) for p, e in zip(predictions, events, strict=True)]
+    if tend_orphans:
+        await labeler.tend_orphans()
     more_due = await labeler.sweep(watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
     return UnitResult(results, labeler.stats, watermark, more_due)
@@ -113,10 +116,11 @@ async def ingest(
     conn: AsyncConnection, ctx: LabelContext, now: datetime, submissions: Sequence[Submission] = ()
 ) -> UnitResult:
     """Embedded mode: one watermark for everything this store receives. With no submissions, the
-    periodic step: the watermark may follow the wall clock."""
+    periodic step: the watermark may follow the wall clock, and orphans are tended (wall-clock
+    work that need not cost every request a statement)."""
     times = [t for submission in submissions for t in submission.event_times(now)]
     watermark = await _embedded_watermark(conn, ctx, times, now)
-    return await _apply(conn, ctx, now, watermark, submissions)
+    return await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,7 @@ async def ingest_partitions(
         ]
     )
     try:
-        return await _apply(conn, ctx, now, watermark, [batch])
+        # Every batch: an orphan's prediction may have been committed by another joiner.
+        return await _apply(conn, ctx, now, watermark, [batch], tend_orphans=True)
     except Rejected as exc:
         raise exc.error from exc

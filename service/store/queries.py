@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.core.histogram import quantile
 from service.core.policy import LabelKind
 from service.store.database import one_of
-from service.store.stats import served_hour
+from service.store.stats import Stat, served_hour
 from service.store.tables import dead_letters as dead_letter_table
 from service.store.tables import (
     delay_buckets,
@@ -296,14 +296,14 @@ async def feedback_loop(
     for uc in names:
         c = counters.get(uc, {})
 
-        def total(name: str, c: dict[tuple[str, str], int] = c) -> int:
+        def total(name: Stat, c: dict[tuple[str, str], int] = c) -> int:
             return sum(v for (n, _), v in c.items() if n == name)
 
-        def per_type(name: str, c: dict[tuple[str, str], int] = c) -> dict[str, int]:
+        def per_type(name: Stat, c: dict[tuple[str, str], int] = c) -> dict[str, int]:
             return {t: v for (n, t), v in c.items() if n == name and v}
 
-        served = total("served")
-        labels_by_kind = {kind.value: total(f"labels_{kind.value}") for kind in LabelKind}
+        served = total(Stat.SERVED)
+        labels_by_kind = {kind.value: total(Stat.labels(kind)) for kind in LabelKind}
         labeled = sum(labels_by_kind.values())
         delays = {}
         for (bucket_uc, event_type), counts in sorted(buckets.items()):
@@ -321,23 +321,23 @@ async def feedback_loop(
             "served": served,
             "labeled": labeled,
             "coverage": labeled / served if served else None,
-            "pending": served - total("finalized"),
+            "pending": served - total(Stat.FINALIZED),
             "labels_by_kind": labels_by_kind,
             "feedback_delay": delays,
-            "events": per_type("events"),
-            "late_events": total("too_late"),
-            "late_events_by_type": per_type("too_late"),
-            "revisions": total("revisions"),
-            "label_changes": total("label_changes"),
-            "clock_skew": total("clock_skew"),
-            "clock_skew_by_type": per_type("clock_skew"),
-            "expired": total("expired"),
-            "invalid_events": total("invalid_events"),
+            "events": per_type(Stat.EVENTS),
+            "late_events": total(Stat.TOO_LATE),
+            "late_events_by_type": per_type(Stat.TOO_LATE),
+            "revisions": total(Stat.REVISIONS),
+            "label_changes": total(Stat.LABEL_CHANGES),
+            "clock_skew": total(Stat.CLOCK_SKEW),
+            "clock_skew_by_type": per_type(Stat.CLOCK_SKEW),
+            "expired": total(Stat.EXPIRED),
+            "invalid_events": total(Stat.INVALID_EVENTS),
         }
     unscoped = counters.get("", {})
     return {
         "use_cases": report,
-        "orphans_expired": sum(v for (n, _), v in unscoped.items() if n == "orphans_expired"),
+        "orphans_expired": sum(v for (n, _), v in unscoped.items() if n == Stat.ORPHANS_EXPIRED),
         "dead_letters": await dead_letters(conn),
     }
 
@@ -349,10 +349,10 @@ async def dead_letters(conn: AsyncConnection) -> int:
 async def pending_by_use_case(conn: AsyncConnection) -> dict[str, int]:
     result = await conn.execute(
         select(stat_counters.c.use_case, stat_counters.c.name, func.sum(stat_counters.c.value))
-        .where(stat_counters.c.name.in_(("served", "finalized")))
+        .where(stat_counters.c.name.in_((Stat.SERVED, Stat.FINALIZED)))
         .group_by(stat_counters.c.use_case, stat_counters.c.name)
     )
     pending: dict[str, int] = defaultdict(int)
     for uc, name, total in result:
-        pending[uc] += int(total) if name == "served" else -int(total)
+        pending[uc] += int(total) if name == Stat.SERVED else -int(total)
     return {uc: n for uc, n in pending.items() if uc}

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.labels import CurrentLabel, label_change
 from service.core.model import (
+    Disposition,
     EventRecord,
     Evidence,
     LabelStatus,
@@ -27,7 +28,7 @@ from service.core.model import (
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.validation import InvalidRecord, check_event, check_prediction
-from service.core.windows import Deadlines, EventTiming, deadlines, event_timing, phase_at
+from service.core.windows import Deadlines, deadlines, event_timing, phase_at
 from service.store.bulk import insert_rows, update_rows
 from service.store.database import dialect_insert, one_of
 from service.store.records import (
@@ -39,7 +40,7 @@ from service.store.records import (
     source_json,
     split_duplicates,
 )
-from service.store.stats import NO_USE_CASE, StatsDelta, served_hour
+from service.store.stats import NO_USE_CASE, Stat, StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
 
 
@@ -158,7 +159,7 @@ class Labeler:
                     "deadline": deadline.window_end,
                 }
             )
-            self.stats.count(record.use_case, "served", served_hour(served_at))
+            self.stats.count(record.use_case, Stat.SERVED, served_hour(served_at))
         await insert_rows(self.conn, predictions, rows)
         await self._join_orphans([r["prediction_id"] for r in rows])
         return results
@@ -170,7 +171,7 @@ class Labeler:
             # Locked: of two writers reaching the same orphan, the second finds it joined.
             result = await self.conn.execute(
                 select(events)
-                .where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == "orphan")
+                .where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == Disposition.ORPHAN)
                 .order_by(events.c.id)
                 .with_for_update()
             )
@@ -192,10 +193,10 @@ class Labeler:
             except InvalidRecord as exc:
                 reason = exc.reason
             if reason is None:
-                disposition = self._join(pred, orphan.type, orphan.occurred_at).value
+                disposition = self._join(pred, orphan.type, orphan.occurred_at)
             else:
-                disposition = "invalid"
-                self.stats.count(pred.use_case, "invalid_events", pred.hour, event_type=orphan.type)
+                disposition = Disposition.INVALID
+                self.stats.count(pred.use_case, Stat.INVALID_EVENTS, pred.hour, event_type=orphan.type)
             updates.append({"id": orphan.id, "disposition": disposition, "reason": reason, "orphan_expires_at": None})
         await update_rows(self.conn, events, "id", updates)
         await self._relabel([p for p in preds.values() if p.touched])
@@ -222,9 +223,9 @@ class Labeler:
             occurred_at = event_time(record, self.now)
             pred = preds.get(record.prediction_id)
             if pred is None:
-                disposition, expires = "orphan", self.now + self.orphan_ttl
+                disposition, expires = Disposition.ORPHAN, self.now + self.orphan_ttl
             else:
-                disposition, expires = self._join(pred, record.type, occurred_at).value, None
+                disposition, expires = self._join(pred, record.type, occurred_at), None
             rows.append(
                 {
                     "event_id": record.event_id,
@@ -244,16 +245,16 @@ class Labeler:
         await self._relabel([p for p in preds.values() if p.touched])
         return results
 
-    def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> EventTiming:
+    def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> Disposition:
         """Account for one event joined to its prediction; the caller relabels touched predictions."""
         delay = (occurred_at - pred.served_at).total_seconds()
         if delay < 0:
-            self.stats.count(pred.use_case, "clock_skew", pred.hour, event_type=event_type)
+            self.stats.count(pred.use_case, Stat.CLOCK_SKEW, pred.hour, event_type=event_type)
         self.stats.delay(pred.use_case, event_type, pred.hour, max(0.0, delay))
-        self.stats.count(pred.use_case, "events", pred.hour, event_type=event_type)
+        self.stats.count(pred.use_case, Stat.EVENTS, pred.hour, event_type=event_type)
         timing = event_timing(pred.deadline, occurred_at, pred.phase)
-        if timing is EventTiming.TOO_LATE:
-            self.stats.count(pred.use_case, "too_late", pred.hour, event_type=event_type)
+        if timing is Disposition.TOO_LATE:
+            self.stats.count(pred.use_case, Stat.TOO_LATE, pred.hour, event_type=event_type)
         else:
             pred.touched = True
         return timing
@@ -266,8 +267,6 @@ class Labeler:
         the watermark jumped (the end of a backfill, a restart after an outage). True when some
         were left due, for the caller's next transaction."""
         self.watermark = watermark
-        await self._expire_orphans()
-        await self._rescue_orphans(batch)
         if watermark is None:
             return False
         moved = 0
@@ -290,13 +289,19 @@ class Labeler:
             moved += len(due)
         return True
 
+    async def tend_orphans(self, batch: int = 1000) -> None:
+        """Expire the orphans whose TTL passed and join those whose prediction another writer
+        stored meanwhile."""
+        await self._expire_orphans()
+        await self._rescue_orphans(batch)
+
     async def _rescue_orphans(self, batch: int) -> None:
         """Join orphans whose prediction was committed by another writer while they were stored
         (two Kafka joiners, an event published to another partition than its prediction)."""
         result = await self.conn.execute(
             select(events.c.prediction_id)
             .join(predictions, predictions.c.prediction_id == events.c.prediction_id)
-            .where(events.c.orphan_expires_at.is_not(None), events.c.disposition == "orphan")
+            .where(events.c.orphan_expires_at.is_not(None), events.c.disposition == Disposition.ORPHAN)
             .distinct()
             .limit(batch)
         )
@@ -308,11 +313,11 @@ class Labeler:
         result = await self.conn.execute(
             update(events)
             .where(events.c.orphan_expires_at <= self.now)
-            .values(disposition="expired_orphan", orphan_expires_at=None)
+            .values(disposition=Disposition.EXPIRED_ORPHAN, orphan_expires_at=None)
         )
         expired: int = result.rowcount
         if expired:
-            self.stats.count(NO_USE_CASE, "orphans_expired", 0, n=expired)
+            self.stats.count(NO_USE_CASE, Stat.ORPHANS_EXPIRED, 0, n=expired)
 
     # -- labels ----------------------------------------------------------------------------
 
@@ -330,7 +335,7 @@ class Labeler:
                     events.c.occurred_at,
                     events.c.value,
                     events.c.actor,
-                ).where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == "counted")
+                ).where(one_of(self.conn, events.c.prediction_id, chunk), events.c.disposition == Disposition.COUNTED)
             )
             for row in result:
                 evidence[row.prediction_id].append(
@@ -347,11 +352,11 @@ class Labeler:
         status = LabelStatus.FINAL if pred.phase is Phase.FINAL else LabelStatus.PROVISIONAL
         if change is not None:
             if pred.current is not None:
-                self.stats.count(pred.use_case, f"labels_{pred.current.kind.value}", pred.hour, n=-1)
-                self.stats.count(pred.use_case, "label_changes", pred.hour)
-            self.stats.count(pred.use_case, f"labels_{change.decision.kind.value}", pred.hour)
+                self.stats.count(pred.use_case, Stat.labels(pred.current.kind), pred.hour, n=-1)
+                self.stats.count(pred.use_case, Stat.LABEL_CHANGES, pred.hour)
+            self.stats.count(pred.use_case, Stat.labels(change.decision.kind), pred.hour)
             if change.fake_negative:
-                self.stats.count(pred.use_case, "revisions", pred.hour)
+                self.stats.count(pred.use_case, Stat.REVISIONS, pred.hour)
             pred.current = CurrentLabel(
                 label=change.decision.label,
                 kind=change.decision.kind,
@@ -366,9 +371,9 @@ class Labeler:
             pred.current = replace(pred.current, status=status)
             pred.needs_seq = True  # a status change is a change: final_only trainers must see it
         if pred.phase is Phase.FINAL and pred.stored_phase is not Phase.FINAL:
-            self.stats.count(pred.use_case, "finalized", pred.hour)
+            self.stats.count(pred.use_case, Stat.FINALIZED, pred.hour)
             if pred.current is None:
-                self.stats.count(pred.use_case, "expired", pred.hour)
+                self.stats.count(pred.use_case, Stat.EXPIRED, pred.hour)
 
     async def _store(self, preds: list[_Prediction]) -> None:
         changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]

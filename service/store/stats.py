@@ -10,14 +10,46 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Table, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
+from service.core.policy import LabelKind
 from service.store.database import dialect_insert
 from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, stat_counters
+
+
+class Stat(StrEnum):
+    """The counters kept per use case, event type and served hour (stat_counters.name)."""
+
+    SERVED = "served"
+    EVENTS = "events"  # joined events, by type
+    TOO_LATE = "too_late"
+    CLOCK_SKEW = "clock_skew"  # stamped before their prediction was served
+    INVALID_EVENTS = "invalid_events"
+    ORPHANS_EXPIRED = "orphans_expired"
+    LABEL_CHANGES = "label_changes"
+    REVISIONS = "revisions"  # implicit negatives a counted positive turned into 1
+    FINALIZED = "finalized"
+    EXPIRED = "expired"  # final with no label (regression windows)
+    LABELS_EXPLICIT = "labels_explicit"
+    LABELS_BEHAVIORAL = "labels_behavioral"
+    LABELS_NATURAL = "labels_natural"
+    LABELS_IMPLICIT_NEGATIVE = "labels_implicit_negative"
+
+    @classmethod
+    def labels(cls, kind: LabelKind) -> Stat:
+        """Current labels of this kind."""
+        return cls(f"labels_{kind.value}")
+
+
+# The label counters, by the kind they count.
+LABEL_STATS = {Stat.labels(kind): kind for kind in LabelKind}
+# Event outcomes also exported to Prometheus as they happen.
+EVENT_OUTCOMES = (Stat.TOO_LATE, Stat.CLOCK_SKEW, Stat.INVALID_EVENTS, Stat.ORPHANS_EXPIRED)
 
 NO_EVENT_TYPE = ""
 NO_USE_CASE = ""  # orphans that expired before any prediction told their use case
@@ -42,7 +74,7 @@ class StatsDelta:
     maxima: dict[tuple[str, str, int], float] = field(default_factory=dict)
     delays: list[tuple[str, str, float]] = field(default_factory=list)  # for Prometheus, after commit
 
-    def count(self, use_case: str, name: str, hour: int, n: int = 1, event_type: str = NO_EVENT_TYPE) -> None:
+    def count(self, use_case: str, name: Stat, hour: int, n: int = 1, event_type: str = NO_EVENT_TYPE) -> None:
         self.counters[(use_case, name, event_type, hour)] += n
 
     def delay(self, use_case: str, event_type: str, hour: int, delay_s: float) -> None:
@@ -51,7 +83,7 @@ class StatsDelta:
         self.maxima[key] = max(delay_s, self.maxima.get(key, 0.0))
         self.delays.append((use_case, event_type, delay_s))
 
-    def total(self, name: str) -> int:
+    def total(self, name: Stat) -> int:
         return sum(n for (_, counter, _, _), n in self.counters.items() if counter == name)
 
 

@@ -38,15 +38,25 @@ def count_commits(runtime: Runtime) -> list[int]:
     return commits
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the requests did not queue in time")
+
+
 async def while_writer_busy(runtime: Runtime, requests: list[Callable[[], Awaitable[httpx.Response]]]) -> list[int]:
-    """Send the requests while another transaction holds the store's writer, so that every request
-    after the first queues behind the first one's commit; their status codes, in order."""
+    """Send the requests while another transaction holds the store's writer: the first leads a
+    commit of its own and waits for the writer; the others queue behind it, in this order, and
+    share the next commit. Their status codes, in order."""
+    group = runtime.sink._group  # type: ignore[attr-defined]
     async with runtime.db.write():
-        tasks = [asyncio.create_task(r()) for r in requests]
-        for _ in range(200):  # until every request but the leader waits in the queue
-            await asyncio.sleep(0.005)
-            if len(runtime.sink._group._queue) == len(requests) - 1:  # type: ignore[attr-defined]
-                break
+        tasks = [asyncio.create_task(requests[0]())]
+        await _until(group._turn.locked)
+        for number, request in enumerate(requests[1:], 1):
+            tasks.append(asyncio.create_task(request()))
+            await _until(lambda number=number: len(group._queue) == number)
     return [response.status_code for response in await asyncio.gather(*tasks)]
 
 

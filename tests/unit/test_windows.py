@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from service.core.model import Phase
+from service.core.model import Disposition, Phase
 from service.core.policy import BUNDLED_POLICIES, UseCasePolicy, load_policies
 from service.core.windows import (
     Deadlines,
-    EventTiming,
     WatermarkState,
     deadlines,
     effective_watermark,
@@ -101,32 +100,32 @@ def test_phase_at_ignore_skips_closed(watermark: datetime | None, phase: Phase) 
     [SERVED - timedelta(seconds=10), SERVED, hm(12, 3), W, hm(12, 12), S - TICK, S],
 )
 def test_event_counted_until_seal_inclusive(phase: Phase, occurred_at: datetime) -> None:
-    assert event_timing(RECSYS_DEADLINES, occurred_at, phase) is EventTiming.COUNTED
+    assert event_timing(RECSYS_DEADLINES, occurred_at, phase) is Disposition.COUNTED
 
 
 @pytest.mark.parametrize("phase", [Phase.OPEN, Phase.CLOSED])
 @pytest.mark.parametrize("occurred_at", [S + TICK, S + timedelta(days=1)])
 def test_event_after_seal_too_late(phase: Phase, occurred_at: datetime) -> None:
-    assert event_timing(RECSYS_DEADLINES, occurred_at, phase) is EventTiming.TOO_LATE
+    assert event_timing(RECSYS_DEADLINES, occurred_at, phase) is Disposition.TOO_LATE
 
 
 @pytest.mark.parametrize("occurred_at", [SERVED, hm(12, 3), W, S])
 def test_event_too_late_once_final(occurred_at: datetime) -> None:
-    assert event_timing(RECSYS_DEADLINES, occurred_at, Phase.FINAL) is EventTiming.TOO_LATE
+    assert event_timing(RECSYS_DEADLINES, occurred_at, Phase.FINAL) is Disposition.TOO_LATE
 
 
 def test_timeline_case_3_click_revises_before_seal() -> None:
     # Click that occurred 12:12 arrives while wm is 12:40 (< S): counted.
     phase = phase_at(RECSYS_DEADLINES, hm(12, 40))
     assert phase is Phase.CLOSED
-    assert event_timing(RECSYS_DEADLINES, hm(12, 12), phase) is EventTiming.COUNTED
+    assert event_timing(RECSYS_DEADLINES, hm(12, 12), phase) is Disposition.COUNTED
 
 
 def test_timeline_case_4_click_after_seal_is_too_late() -> None:
     # Click that occurred 12:03 arrives while wm is 14:00 (> S): too late although it occurred in the window.
     phase = phase_at(RECSYS_DEADLINES, hm(14, 0))
     assert phase is Phase.FINAL
-    assert event_timing(RECSYS_DEADLINES, hm(12, 3), phase) is EventTiming.TOO_LATE
+    assert event_timing(RECSYS_DEADLINES, hm(12, 3), phase) is Disposition.TOO_LATE
 
 
 def test_timeline_case_11_ignore_policy() -> None:
@@ -135,8 +134,8 @@ def test_timeline_case_11_ignore_policy() -> None:
     phase = phase_at(d, hm(12, 20))
     assert phase is Phase.FINAL
     assert phase_at(d, hm(12, 10)) is Phase.FINAL
-    assert event_timing(d, hm(12, 5), phase) is EventTiming.TOO_LATE
-    assert event_timing(d, hm(12, 5), phase_at(d, hm(12, 9))) is EventTiming.COUNTED
+    assert event_timing(d, hm(12, 5), phase) is Disposition.TOO_LATE
+    assert event_timing(d, hm(12, 5), phase_at(d, hm(12, 9))) is Disposition.COUNTED
 
 
 # --- observe --------------------------------------------------------------------------------------
