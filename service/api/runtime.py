@@ -30,13 +30,12 @@ class Runtime:
     db: Database
     clock: Clock = utcnow
     telemetry: Telemetry = field(default_factory=Telemetry)
+    context: LabelContext = field(init=False)
     sink: Sink = field(init=False)
 
     def __post_init__(self) -> None:
         self.context = LabelContext.from_settings(self.settings, self.policies)
         self.sink = EmbeddedSink(self)
-
-    context: LabelContext = field(init=False)
 
     def committed(self, unit: UnitResult) -> None:
         """Telemetry for a unit of work, counted only once its transaction committed."""
@@ -115,8 +114,8 @@ class EmbeddedSink:
             kept = [i for i in range(len(submissions)) if i not in refused]
             if not kept:
                 return [refused[i] for i in range(len(submissions))]
+            group = [submissions[i] for i in kept]
             try:
-                group = [submissions[i] for i in kept]
                 async with self.runtime.db.write() as conn:
                     unit = await ingest(conn, self.runtime.context, self.runtime.clock(), group)
             except Rejected as exc:

@@ -183,4 +183,4 @@ async def ingest_partitions(
         # Every batch: an orphan's prediction may have been committed by another joiner.
         return await _apply(conn, ctx, now, watermark, [batch], tend_orphans=True)
     except Rejected as exc:
-        raise exc.error from exc
+        raise exc.error from None  # a Kafka batch is one submission: the joiner handles its error
