@@ -32,7 +32,7 @@ test: lint  ## lint, then every test (needs PostgreSQL on 127.0.0.1:5432)
 	$(BIN)/pytest
 
 clean:  ## remove the virtual environment and local databases
-	rm -rf $(VENV) labelloop.db labelloop.db-wal labelloop.db-shm
+	rm -rf $(VENV) labelloop.db labelloop.db-wal labelloop.db-shm labelloop.db.writers
 
 bench: $(STAMP)  ## benchmarks beside their ceilings and peers: bench/results.md (needs PostgreSQL)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"

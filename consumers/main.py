@@ -13,6 +13,7 @@ from service.config import Settings
 from service.core.policy import load_policies
 from service.store import migrate
 from service.store.database import Database, create_engine
+from service.store.lease import writer_lease
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ async def consume(settings: Settings) -> None:
             settings.kafka_events_topic,
             settings.kafka_group_id,
         )
-        await joiner.run(stop)
+        async with writer_lease(engine, exclusive=False):  # never beside an embedded-mode writer
+            await joiner.run(stop)
     finally:
         await engine.dispose()

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         description="Most windows closed in one transaction; a larger backlog closes over several, each kept short.",
     )
     max_batch: Annotated[int, Ge(1)] = 10_000
+    state_capacity: Annotated[int, Ge(0)] = Field(
+        100_000,
+        description="Embedded mode: open predictions whose label state the API process keeps in memory (about "
+        "1 KB each); the rest are read from the store when needed. 0 reads every one from the store.",
+    )
     migrate_on_start: bool | None = Field(
         None, description="Run migrations when `serve` starts; default: on for SQLite, off otherwise."
     )

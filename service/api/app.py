@@ -17,6 +17,7 @@ from service.config import Settings
 from service.core.policy import load_policies
 from service.store import migrate
 from service.store.database import Database, create_engine
+from service.store.lease import writer_lease
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
 
                 runtime.sink = await stack.enter_async_context(KafkaSink.started(settings, policies, runtime))
             else:
+                await stack.enter_async_context(writer_lease(engine, exclusive=True))
                 ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
                 stack.push_async_callback(_cancel, ticker)
             yield

@@ -19,6 +19,7 @@ from service.store import queries, watermarks
 from service.store.database import Database
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
+from service.store.state import OpenPredictions
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,27 @@ class Runtime:
     telemetry: Telemetry = field(default_factory=Telemetry)
     context: LabelContext = field(init=False)
     sink: Sink = field(init=False)
+    state: OpenPredictions = field(init=False)  # embedded mode: this process is the only writer
 
     def __post_init__(self) -> None:
         self.context = LabelContext.from_settings(self.settings, self.policies)
+        self.state = OpenPredictions(self.settings.state_capacity)
         self.sink = EmbeddedSink(self)
+
+    async def apply(self, submissions: Sequence[Submission] = ()) -> UnitResult:
+        """One unit of work in its own transaction; the open predictions it touched are published
+        to the state only once it committed."""
+        try:
+            async with self.db.write() as conn:
+                unit = await ingest(conn, self.context, self.clock(), submissions, self.state)
+        except Rejected:
+            raise  # rolled back before any commit: the state still matches the store
+        except BaseException:
+            self.state.clear()  # a failed commit may or may not have reached the store
+            raise
+        self.state.publish(unit.predictions)
+        self.committed(unit)
+        return unit
 
     def committed(self, unit: UnitResult) -> None:
         """Telemetry for a unit of work, counted only once its transaction committed."""
@@ -47,9 +65,7 @@ class Runtime:
         """Close every window the watermark passed: a backlog beyond the sweep limit in several
         transactions, writers getting their turn between them."""
         while True:
-            async with self.db.write() as conn:
-                unit = await ingest(conn, self.context, self.clock())
-            self.committed(unit)
+            unit = await self.apply()
             if not unit.more_due:
                 return unit
 
@@ -114,14 +130,11 @@ class EmbeddedSink:
             kept = [i for i in range(len(submissions)) if i not in refused]
             if not kept:
                 return [refused[i] for i in range(len(submissions))]
-            group = [submissions[i] for i in kept]
             try:
-                async with self.runtime.db.write() as conn:
-                    unit = await ingest(conn, self.runtime.context, self.runtime.clock(), group)
+                unit = await self.runtime.apply([submissions[i] for i in kept])
             except Rejected as exc:
                 refused[kept[exc.submission]] = exc.error
                 continue
             # Committed: every 202 of the group promises durable records.
-            self.runtime.committed(unit)
             applied = dict(zip(kept, unit.results, strict=True))
             return [applied[i] if i in applied else refused[i] for i in range(len(submissions))]

@@ -2,24 +2,28 @@
 server unnests them: one statement to parse, plan and execute, where an executemany runs one
 per row and SQLAlchemy processes every parameter of every row in Python. Measured on a joiner
 over 100,000 preloaded records: the bulk inserts take 30-60% less time and the joiner went from
-2,270 to 2,960 records/s. SQLite, in-process, keeps executemany.
+2,270 to 2,960 records/s. SQLite, in-process, keeps executemany, of plain tuples encoded here
+exactly as the column types would (datetimes as SQLAlchemy's fixed-width UTC text, JSON as text),
+without Core's per-parameter processing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Table, bindparam, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import JSON, Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.types import UTCDateTime
 
 Row = dict[str, Any]
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+_SQLITE = sqlite.dialect()
 
 
 def _json_text(value: Any) -> str | None:
@@ -42,6 +46,30 @@ def _column_codec(table: Table, name: str) -> tuple[str, Callable[[Any], Any]]:
     return sql_type, _same
 
 
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """SQLAlchemy's SQLite DATETIME text of a UTC instant, which sorts like the instants."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: attach a timezone")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@cache
+def _sqlite_codec(table: Table, name: str) -> Callable[[Any], Any]:
+    column_type = table.c[name].type
+    if isinstance(column_type.dialect_impl(_SQLITE), JSON):
+        return _json_text
+    if isinstance(column_type, UTCDateTime):
+        return _sqlite_datetime
+    return _same
+
+
+def _tuples(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+    codecs = [(name, _sqlite_codec(table, name)) for name in names]
+    return [tuple(convert(row[name]) for name, convert in codecs) for row in rows]
+
+
 def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[list[Any]]:
     arrays = []
     for name in names:
@@ -58,11 +86,14 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row]) 
     """INSERT every row (all with the same keys)."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
-        await conn.execute(table.insert(), list(rows))
-        return
     names = list(rows[0])
     columns = ", ".join(f'"{n}"' for n in names)
+    if conn.dialect.name != "postgresql":
+        marks = ", ".join("?" * len(names))
+        await conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", _tuples(table, names, rows)
+        )
+        return
     sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}"
     await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
 
@@ -75,10 +106,9 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
     names = list(rows[0])
     targets = [n for n in names if n != key]
     if conn.dialect.name != "postgresql":
-        stmt = (
-            update(table).where(table.c[key] == bindparam(f"b_{key}")).values({n: bindparam(f"b_{n}") for n in targets})
-        )
-        await conn.execute(stmt, [{f"b_{n}": v for n, v in row.items()} for row in rows])
+        assignments = ", ".join(f'"{n}" = ?' for n in targets)
+        sql = f'UPDATE {table.name} SET {assignments} WHERE "{key}" = ?'
+        await conn.exec_driver_sql(sql, _tuples(table, [*targets, key], rows))
         return
     assignments = ", ".join(f'"{n}" = u."{n}"' for n in targets)
     aliases = ", ".join(f'"{n}"' for n in names)

@@ -24,6 +24,7 @@ from service.store import stats, tables, watermarks
 from service.store.database import dialect_insert
 from service.store.records import IngestResult, Rejected
 from service.store.repository import Labeler
+from service.store.state import OpenPrediction, OpenPredictions
 from service.store.stats import StatsDelta
 
 EMBEDDED_WATERMARK = "embedded"
@@ -75,6 +76,7 @@ class SubmissionResult:
 @dataclass(frozen=True, slots=True)
 class UnitResult:
     results: list[SubmissionResult]  # one per submission, in order
+    predictions: list[OpenPrediction]  # every prediction the unit read or wrote, as it left them
     stats: StatsDelta
     watermark: datetime | None
     more_due: bool  # the sweep stopped at its limit: windows the watermark passed are still open
@@ -97,10 +99,11 @@ async def _apply(
     watermark: datetime | None,
     submissions: Sequence[Submission],
     tend_orphans: bool,
+    state: OpenPredictions | None = None,
 ) -> UnitResult:
     """The submissions as if they had arrived as one batch (predictions, then events), then the
     sweep. Rejected names a submission that must be left out."""
-    labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl)
+    labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl, state)
     labeler.watermark = watermark
     predictions = await labeler.add_predictions([s.predictions for s in submissions])
     events = await labeler.add_events([s.events for s in submissions])
@@ -109,18 +112,23 @@ async def _apply(
         await labeler.tend_orphans()
     more_due = await labeler.sweep(watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
-    return UnitResult(results, labeler.stats, watermark, more_due)
+    return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due)
 
 
 async def ingest(
-    conn: AsyncConnection, ctx: LabelContext, now: datetime, submissions: Sequence[Submission] = ()
+    conn: AsyncConnection,
+    ctx: LabelContext,
+    now: datetime,
+    submissions: Sequence[Submission] = (),
+    state: OpenPredictions | None = None,
 ) -> UnitResult:
     """Embedded mode: one watermark for everything this store receives. With no submissions, the
     periodic step: the watermark may follow the wall clock, and orphans are tended (wall-clock
-    work that need not cost every request a statement)."""
+    work that need not cost every request a statement). state: the writer's open predictions,
+    which the caller publishes after the commit (unit.predictions)."""
     times = [t for submission in submissions for t in submission.event_times(now)]
     watermark = await _embedded_watermark(conn, ctx, times, now)
-    return await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions)
+    return await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions, state=state)
 
 
 @dataclass(frozen=True, slots=True)

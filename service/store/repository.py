@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,34 +40,11 @@ from service.store.records import (
     source_json,
     split_duplicates,
 )
+from service.store.state import OpenPrediction, OpenPredictions
 from service.store.stats import NO_USE_CASE, Stat, StatsDelta, served_hour
 from service.store.tables import dataset_seqs, events, label_history, predictions
 
-
-@dataclass(slots=True)
-class _Prediction:
-    """The part of a stored prediction that labeling reads and writes."""
-
-    row_id: int
-    prediction_id: str
-    use_case: str
-    served_at: datetime
-    deadline: Deadlines
-    phase: Phase
-    current: CurrentLabel | None
-    feedback_delay_s: float | None
-    seq: int | None
-    stored_phase: Phase
-    touched: bool = False  # a new counted event or a phase change: resolve again
-    needs_seq: bool = False  # the dataset row changed: label or status
-
-    @property
-    def hour(self) -> int:
-        return served_hour(self.served_at)
-
-
 _PREDICTION_COLUMNS = (
-    predictions.c.id,
     predictions.c.prediction_id,
     predictions.c.use_case,
     predictions.c.served_at,
@@ -85,7 +62,7 @@ _PREDICTION_COLUMNS = (
 )
 
 
-def _prediction_from_row(row: Any) -> _Prediction:
+def _prediction_from_row(row: Any) -> OpenPrediction:
     current = None
     if row.label_kind is not None:
         current = CurrentLabel(
@@ -96,8 +73,7 @@ def _prediction_from_row(row: Any) -> _Prediction:
             revision=row.revision,
             status=LabelStatus(row.label_status),
         )
-    return _Prediction(
-        row_id=row.id,
+    return OpenPrediction(
         prediction_id=row.prediction_id,
         use_case=row.use_case,
         served_at=row.served_at,
@@ -113,13 +89,26 @@ def _prediction_from_row(row: Any) -> _Prediction:
 class Labeler:
     """Applies the label core to the stored state, inside one caller-owned transaction."""
 
-    def __init__(self, conn: AsyncConnection, policies: PolicySet, now: datetime, orphan_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        policies: PolicySet,
+        now: datetime,
+        orphan_ttl: timedelta,
+        state: OpenPredictions | None = None,
+    ) -> None:
+        """state: the open predictions of a writer alone in writing them, or None to read every
+        prediction from the store (Kafka joiners, which close each other's windows)."""
         self.conn = conn
         self.policies = policies
         self.now = now
         self.orphan_ttl = orphan_ttl
+        self.state = state
         self.stats = StatsDelta()
         self.watermark: datetime | None = None  # recorded in the label history
+        # Every prediction this unit read or wrote, as it now stands: its caller publishes them
+        # to the state once the unit committed.
+        self.seen: dict[str, OpenPrediction] = {}
 
     # -- predictions -----------------------------------------------------------------------
 
@@ -160,6 +149,18 @@ class Labeler:
                 }
             )
             self.stats.count(record.use_case, Stat.SERVED, served_hour(served_at))
+            self.seen[record.prediction_id] = OpenPrediction(
+                prediction_id=record.prediction_id,
+                use_case=record.use_case,
+                served_at=served_at,
+                deadline=deadline,
+                phase=Phase.OPEN,
+                current=None,
+                feedback_delay_s=None,
+                seq=None,
+                stored_phase=Phase.OPEN,
+                evidence=[],  # nothing can have counted for a prediction not stored until now
+            )
         await insert_rows(self.conn, predictions, rows)
         await self._join_orphans([r["prediction_id"] for r in rows])
         return results
@@ -193,7 +194,8 @@ class Labeler:
             except InvalidRecord as exc:
                 reason = exc.reason
             if reason is None:
-                disposition = self._join(pred, orphan.type, orphan.occurred_at)
+                evidence = Evidence(orphan.event_id, orphan.type, orphan.occurred_at, orphan.value, orphan.actor)
+                disposition = self._join(pred, evidence)
             else:
                 disposition = Disposition.INVALID
                 self.stats.count(pred.use_case, Stat.INVALID_EVENTS, pred.hour, event_type=orphan.type)
@@ -225,7 +227,8 @@ class Labeler:
             if pred is None:
                 disposition, expires = Disposition.ORPHAN, self.now + self.orphan_ttl
             else:
-                disposition, expires = self._join(pred, record.type, occurred_at), None
+                evidence = Evidence(record.event_id, record.type, occurred_at, record.value, record.actor)
+                disposition, expires = self._join(pred, evidence), None
             rows.append(
                 {
                     "event_id": record.event_id,
@@ -245,8 +248,9 @@ class Labeler:
         await self._relabel([p for p in preds.values() if p.touched])
         return results
 
-    def _join(self, pred: _Prediction, event_type: str, occurred_at: datetime) -> Disposition:
+    def _join(self, pred: OpenPrediction, event: Evidence) -> Disposition:
         """Account for one event joined to its prediction; the caller relabels touched predictions."""
+        event_type, occurred_at = event.type, event.occurred_at
         delay = (occurred_at - pred.served_at).total_seconds()
         if delay < 0:
             self.stats.count(pred.use_case, Stat.CLOCK_SKEW, pred.hour, event_type=event_type)
@@ -257,6 +261,8 @@ class Labeler:
             self.stats.count(pred.use_case, Stat.TOO_LATE, pred.hour, event_type=event_type)
         else:
             pred.touched = True
+            if pred.evidence is not None:
+                pred.evidence.append(event)
         return timing
 
     # -- windows ---------------------------------------------------------------------------
@@ -271,15 +277,7 @@ class Labeler:
             return False
         moved = 0
         while moved < limit:
-            # SKIP LOCKED: concurrent sweepers (Kafka joiners) each close a window exactly once.
-            result = await self.conn.execute(
-                select(*_PREDICTION_COLUMNS)
-                .where(predictions.c.deadline <= watermark)
-                .order_by(predictions.c.deadline)
-                .limit(min(batch, limit - moved))
-                .with_for_update(skip_locked=True)
-            )
-            due = [_prediction_from_row(row) for row in result]
+            due = await self._due(watermark, min(batch, limit - moved))
             if not due:
                 return False
             for pred in due:
@@ -288,6 +286,23 @@ class Labeler:
             await self._relabel(due)
             moved += len(due)
         return True
+
+    async def _due(self, watermark: datetime, limit: int) -> list[OpenPrediction]:
+        """The predictions whose deadline the watermark passed, earliest first; SKIP LOCKED:
+        concurrent sweepers (Kafka joiners) each close a window exactly once. With a state, only
+        their ids are read: the rest is known."""
+        query = select(*_PREDICTION_COLUMNS) if self.state is None else select(predictions.c.prediction_id)
+        result = await self.conn.execute(
+            query.where(predictions.c.deadline <= watermark)
+            .order_by(predictions.c.deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if self.state is None:
+            return [self.seen.get(row.prediction_id) or self._saw(_prediction_from_row(row)) for row in result]
+        ids = [row.prediction_id for row in result]
+        known = await self._load_predictions(ids)
+        return [known[pid] for pid in ids]
 
     async def tend_orphans(self, batch: int = 1000) -> None:
         """Expire the orphans whose TTL passed and join those whose prediction another writer
@@ -321,12 +336,12 @@ class Labeler:
 
     # -- labels ----------------------------------------------------------------------------
 
-    async def _relabel(self, preds: list[_Prediction]) -> None:
+    async def _relabel(self, preds: list[OpenPrediction]) -> None:
         """Resolve each prediction's label from its counted events and store what changed."""
         if not preds:
             return
         evidence: dict[str, list[Evidence]] = defaultdict(list)
-        for chunk in chunks([p.prediction_id for p in preds]):
+        for chunk in chunks([p.prediction_id for p in preds if p.evidence is None]):
             result = await self.conn.execute(
                 select(
                     events.c.prediction_id,
@@ -342,10 +357,12 @@ class Labeler:
                     Evidence(row.event_id, row.type, row.occurred_at, row.value, row.actor)
                 )
         for pred in preds:
-            self._apply(pred, evidence[pred.prediction_id])
+            if pred.evidence is None:
+                pred.evidence = evidence[pred.prediction_id]
+            self._apply(pred, pred.evidence)
         await self._store(preds)
 
-    def _apply(self, pred: _Prediction, counted: list[Evidence]) -> None:
+    def _apply(self, pred: OpenPrediction, counted: list[Evidence]) -> None:
         policy = self.policies.use_cases[pred.use_case]
         decision = resolve(policy, pred.served_at, counted, window_closed=pred.phase is not Phase.OPEN)
         change = label_change(pred.current, decision)
@@ -375,11 +392,11 @@ class Labeler:
             if pred.current is None:
                 self.stats.count(pred.use_case, Stat.EXPIRED, pred.hour)
 
-    async def _store(self, preds: list[_Prediction]) -> None:
+    async def _store(self, preds: list[OpenPrediction]) -> None:
         changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]
         if not changed:
             return
-        by_use_case: dict[str, list[_Prediction]] = defaultdict(list)
+        by_use_case: dict[str, list[OpenPrediction]] = defaultdict(list)
         for pred in changed:
             if pred.needs_seq:
                 by_use_case[pred.use_case].append(pred)
@@ -388,7 +405,7 @@ class Labeler:
             for offset, pred in enumerate(needing):
                 pred.seq = last - len(needing) + 1 + offset
         values = [self._row_values(p) for p in changed]
-        await update_rows(self.conn, predictions, "id", values)
+        await update_rows(self.conn, predictions, "prediction_id", values)
         history = [
             self._history_row(p, v["label_sources"]) for p, v in zip(changed, values, strict=True) if p.needs_seq
         ]
@@ -410,15 +427,15 @@ class Labeler:
         return last
 
     @staticmethod
-    def _deadline_of(pred: _Prediction) -> datetime | None:
+    def _deadline_of(pred: OpenPrediction) -> datetime | None:
         if pred.phase is Phase.OPEN:
             return pred.deadline.window_end
         return pred.deadline.seal_at if pred.phase is Phase.CLOSED else None
 
-    def _row_values(self, pred: _Prediction) -> dict[str, Any]:
+    def _row_values(self, pred: OpenPrediction) -> dict[str, Any]:
         label = pred.current
         return {
-            "id": pred.row_id,
+            "prediction_id": pred.prediction_id,
             "phase": pred.phase.value,
             "deadline": self._deadline_of(pred),
             "label": None if label is None else label.label,
@@ -431,7 +448,7 @@ class Labeler:
             "feedback_delay_s": pred.feedback_delay_s,
         }
 
-    def _history_row(self, pred: _Prediction, sources: list[dict[str, str | None]]) -> dict[str, Any]:
+    def _history_row(self, pred: OpenPrediction, sources: list[dict[str, str | None]]) -> dict[str, Any]:
         """sources: the label's sources as _row_values encoded them."""
         label = pred.current
         assert label is not None  # only labeled predictions get a seq
@@ -451,9 +468,22 @@ class Labeler:
 
     # -- lookups ---------------------------------------------------------------------------
 
-    async def _load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, _Prediction]:
-        found: dict[str, _Prediction] = {}
-        for chunk in chunks(prediction_ids):
+    def _saw(self, pred: OpenPrediction) -> OpenPrediction:
+        self.seen[pred.prediction_id] = pred
+        return pred
+
+    async def _load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, OpenPrediction]:
+        """These predictions as this unit knows them, else as the state holds them, else from
+        the store (locked until commit); unknown ids are left out."""
+        found: dict[str, OpenPrediction] = {}
+        missing = []
+        for pid in prediction_ids:
+            pred = self.seen.get(pid) or (self.state.checkout(pid) if self.state is not None else None)
+            if pred is None:
+                missing.append(pid)
+            else:
+                found[pid] = self._saw(pred)
+        for chunk in chunks(missing):
             result = await self.conn.execute(
                 select(*_PREDICTION_COLUMNS)
                 .where(one_of(self.conn, predictions.c.prediction_id, chunk))
@@ -461,7 +491,7 @@ class Labeler:
                 .with_for_update()
             )
             for row in result:
-                found[row.prediction_id] = _prediction_from_row(row)
+                found[row.prediction_id] = self._saw(_prediction_from_row(row))
         return found
 
     async def _stored_hashes(self, key_column: Any, hash_column: Any, submissions: list[list[Keyed]]) -> dict[str, str]:

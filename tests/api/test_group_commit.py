@@ -146,6 +146,7 @@ async def test_a_failed_commit_fails_every_request_of_its_group(
     # The leader committed alone; the group that held BOOM failed whole: no 202 for unstored data.
     assert statuses == [202, 500, 500, 500, 500, 500]
     assert await stored_ids(engine) == {"P0"}
+    assert len(runtime.state) == 0  # after a failed commit nothing held in memory is trusted
     # The same requests again, the fault gone: all stored.
     for i in range(1, 5):
         assert (await raw_client.post("/v1/predictions", json=prediction(f"P{i}"))).status_code == 202
