@@ -52,6 +52,7 @@ class Runtime:
             self.state.clear()  # a failed commit may or may not have reached the store
             raise
         self.state.publish(unit.predictions)
+        self.state.watermark = unit.progress
         self.committed(unit)
         return unit
 

@@ -80,16 +80,23 @@ class UnitResult:
     stats: StatsDelta
     watermark: datetime | None
     more_due: bool  # the sweep stopped at its limit: windows the watermark passed are still open
+    progress: PartitionProgress | None = None  # embedded mode: the watermark's stored half, as left
 
 
 async def _embedded_watermark(
-    conn: AsyncConnection, ctx: LabelContext, times: list[datetime], now: datetime
-) -> datetime | None:
-    stored = (await watermarks.load(conn, [EMBEDDED_WATERMARK])).get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
-    state = observe(stored.state, times, now)
-    if state != stored.state:
-        await watermarks.save(conn, {EMBEDDED_WATERMARK: replace(stored, state=state)})
-    return effective_watermark(state, now, ctx.allowed_disorder, ctx.idle_timeout)
+    conn: AsyncConnection, ctx: LabelContext, times: list[datetime], now: datetime, known: PartitionProgress | None
+) -> PartitionProgress:
+    """The watermark's stored half after these arrivals, saved when it moved. known: as the
+    writer last committed it, else read from the store."""
+    if known is None:
+        stored = await watermarks.load(conn, [EMBEDDED_WATERMARK])
+        known = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
+    state = observe(known.state, times, now)
+    if state == known.state:
+        return known
+    progress = replace(known, state=state)
+    await watermarks.save(conn, {EMBEDDED_WATERMARK: progress})
+    return progress
 
 
 async def _apply(
@@ -127,8 +134,10 @@ async def ingest(
     work that need not cost every request a statement). state: the writer's open predictions,
     which the caller publishes after the commit (unit.predictions)."""
     times = [t for submission in submissions for t in submission.event_times(now)]
-    watermark = await _embedded_watermark(conn, ctx, times, now)
-    return await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions, state=state)
+    progress = await _embedded_watermark(conn, ctx, times, now, None if state is None else state.watermark)
+    watermark = effective_watermark(progress.state, now, ctx.allowed_disorder, ctx.idle_timeout)
+    unit = await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions, state=state)
+    return replace(unit, progress=progress)
 
 
 @dataclass(frozen=True, slots=True)

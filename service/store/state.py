@@ -19,7 +19,7 @@ from datetime import datetime
 
 from service.core.labels import CurrentLabel
 from service.core.model import Evidence, Phase
-from service.core.windows import Deadlines
+from service.core.windows import Deadlines, PartitionProgress
 from service.store.stats import served_hour
 
 
@@ -69,6 +69,7 @@ class OpenPredictions:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[str, OpenPrediction] = OrderedDict()
+        self.watermark: PartitionProgress | None = None  # the embedded watermark, as committed
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,3 +96,4 @@ class OpenPredictions:
     def clear(self) -> None:
         """Forget everything: after a failure whose outcome in the store is unknown."""
         self._entries.clear()
+        self.watermark = None

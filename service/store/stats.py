@@ -11,14 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, func
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
 from service.core.policy import LabelKind
-from service.store.database import dialect_insert
 from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, stat_counters
 
 
@@ -87,35 +87,35 @@ class StatsDelta:
         return sum(n for (_, counter, _, _), n in self.counters.items() if counter == name)
 
 
-async def _add(conn: AsyncConnection, table: Table, counts: Mapping[tuple[Any, ...], int]) -> None:
-    """Add counts to a table keyed by its primary key (in column order), its one other column the
-    count; rows in key order so concurrent writers lock them alike."""
+@cache
+def _upsert_sql(dialect: str, table: Table, combine: str) -> str:
+    """INSERT of a row keyed by the table's primary key (in column order), its one other column
+    merged into a stored row by `combine` ("add" or "max"); SQLite and PostgreSQL spell it alike
+    but for the placeholders and the maximum."""
     keys = [c.name for c in table.primary_key.columns]
     (value,) = [c.name for c in table.columns if not c.primary_key]
-    rows = [dict(zip([*keys, value], (*key, n), strict=True)) for key, n in sorted(counts.items()) if n]
+    names = ", ".join(f'"{n}"' for n in [*keys, value])
+    marks = ", ".join("?" if dialect == "sqlite" else f"${i}" for i in range(1, len(keys) + 2))
+    stored, new = f'{table.name}."{value}"', f'excluded."{value}"'
+    greatest = "max" if dialect == "sqlite" else "greatest"
+    merged = f"{stored} + {new}" if combine == "add" else f"{greatest}({stored}, {new})"
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    insert = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+    return f'{insert} ON CONFLICT ({conflict}) DO UPDATE SET "{value}" = {merged}'
+
+
+async def _merge(conn: AsyncConnection, table: Table, values: Mapping[tuple[Any, ...], Any], combine: str) -> None:
+    """Merge values into a table keyed like them; rows in key order so concurrent writers lock
+    them alike. Plain driver statements: keys and values need no type processing."""
+    rows = [(*key, v) for key, v in sorted(values.items()) if v or combine != "add"]
     if rows:
-        stmt = dialect_insert(conn, table)
-        await conn.execute(
-            stmt.on_conflict_do_update(index_elements=keys, set_={value: table.c[value] + stmt.excluded[value]}),
-            rows,
-        )
+        await conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table, combine), rows)
 
 
 async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
-    """Add the delta to the tables, rows in key order so concurrent writers lock them alike."""
-    await _add(conn, stat_counters, delta.counters)
+    """Add the delta to the tables."""
+    await _merge(conn, stat_counters, delta.counters, "add")
     if delta.buckets:
-        await _add(conn, delay_buckets, delta.buckets)
-        await _add(conn, delay_buckets_daily, by_day(delta.buckets))
-        stmt = dialect_insert(conn, delay_max)
-        greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["use_case", "event_type", "served_hour"],
-                set_={"max_s": greatest(delay_max.c.max_s, stmt.excluded.max_s)},
-            ),
-            [
-                {"use_case": u, "event_type": t, "served_hour": h, "max_s": m}
-                for (u, t, h), m in sorted(delta.maxima.items())
-            ],
-        )
+        await _merge(conn, delay_buckets, delta.buckets, "add")
+        await _merge(conn, delay_buckets_daily, by_day(delta.buckets), "add")
+        await _merge(conn, delay_max, delta.maxima, "max")

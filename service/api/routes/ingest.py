@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.api.body import read_records
-from service.api.deps import RuntimeDep
+from service.api.deps import runtime_of
 from service.api.sinks import Receipt
 from service.contract import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
 
@@ -36,8 +37,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _receipt(receipt: Receipt) -> JSONResponse:
-    return JSONResponse({"accepted": receipt.accepted, "duplicates": receipt.duplicates}, status_code=202)
+def _receipt(receipt: Receipt) -> Response:
+    body = orjson.dumps({"accepted": receipt.accepted, "duplicates": receipt.duplicates})
+    return Response(body, status_code=202, media_type="application/json")
 
 
 @router.post(
@@ -47,8 +49,9 @@ def _receipt(receipt: Receipt) -> JSONResponse:
     responses=_RESPONSES,
     openapi_extra=_body_schema(PredictionIn, PredictionBatch),
 )
-async def post_predictions(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def post_predictions(request: Request) -> Response:
     """Log served predictions: one object or {"predictions": [...]}."""
+    runtime = runtime_of(request)  # not a dependency: the hot path skips FastAPI's dependency solving
     items = await read_records(request, PredictionIn, "predictions", runtime.settings.max_batch)
     now = runtime.clock()
     return _receipt(await runtime.sink.put_predictions([item.to_record(now) for item in items]))
@@ -61,8 +64,9 @@ async def post_predictions(request: Request, runtime: RuntimeDep) -> JSONRespons
     responses=_RESPONSES,
     openapi_extra=_body_schema(EventIn, EventBatch),
 )
-async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def post_events(request: Request) -> Response:
     """Report behavioral events and explicit labels: one object or {"events": [...]}."""
+    runtime = runtime_of(request)
     items = await read_records(request, EventIn, "events", runtime.settings.max_batch)
     now = runtime.clock()
     return _receipt(await runtime.sink.put_events([item.to_record(now) for item in items]))
