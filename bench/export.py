@@ -23,7 +23,7 @@ import orjson
 
 from bench.ingest import server_process
 from bench.report import Figure
-from service.store.queries import DATASET_COLUMNS, JSON_COLUMNS
+from service.store.dataset import DATASET_COLUMNS, JSON_COLUMNS
 
 SCENARIO = "dataset export (embedded, SQLite)"
 USE_CASE = "recsys"
@@ -37,7 +37,7 @@ _INSERT = (
     " label_rule, label_sources, label_status, revision, seq, feedback_delay_s)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-# The columns queries.DATASET_COLUMNS exports, in its order.
+# The columns dataset.DATASET_COLUMNS exports, in its order.
 _RAW_SELECT = (
     "SELECT prediction_id, model, model_version, served_at, subject_id, features, output, label, label_kind,"
     " label_status, label_sources, feedback_delay_s, revision, seq FROM predictions"

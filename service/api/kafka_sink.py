@@ -17,7 +17,7 @@ from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.kafka.codec import encode
 from service.kafka.producer import Message, RecordProducer
 from service.kafka.topics import ensure_topics
-from service.store import queries
+from service.store import lineage
 from service.store.ingest import Submission
 
 
@@ -54,7 +54,7 @@ class KafkaSink:
         use_cases: dict[str, str] = {}
         if event_ids:
             async with self.runtime.db.read() as conn:
-                use_cases = await queries.use_cases_of(conn, event_ids)
+                use_cases = await lineage.use_cases_of(conn, event_ids)
         outcomes: list[Receipt | Exception] = []
         predictions: list[Message] = []
         events: list[Message] = []

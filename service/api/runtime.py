@@ -15,7 +15,7 @@ from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.windows import combined_watermark, partition_watermark
-from service.store import queries, watermarks
+from service.store import feedback, watermarks
 from service.store.database import Database
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
@@ -74,8 +74,8 @@ class Runtime:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""
         topics = (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
         async with self.db.read() as conn:
-            pending = await queries.pending_by_use_case(conn)
-            dead_letters = await queries.dead_letters(conn)
+            pending = await feedback.pending_by_use_case(conn)
+            dead_letters = await feedback.dead_letters(conn)
             partitions = await watermarks.load_all(conn) if self.settings.kafka_mode else {}
         for use_case, count in pending.items():
             self.telemetry.pending.labels(use_case).set(count)

@@ -1,1 +1,1 @@
-"""Storage: tables, the database factory and the repository that applies the core's decisions."""
+"""Storage: tables, the database factory, the unit of work that applies the core's decisions, and the reads."""

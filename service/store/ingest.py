@@ -20,10 +20,10 @@ from service.core.windows import (
     observe,
     partition_watermark,
 )
-from service.store import stats, tables, watermarks
+from service.store import intake, orphans, stats, tables, watermarks, windows
 from service.store.database import dialect_insert
+from service.store.labels import Labeler
 from service.store.records import IngestResult, Rejected
-from service.store.repository import Labeler
 from service.store.state import OpenPrediction, OpenPredictions
 from service.store.stats import StatsDelta
 
@@ -112,12 +112,12 @@ async def _apply(
     sweep. Rejected names a submission that must be left out."""
     labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl, state)
     labeler.watermark = watermark
-    predictions = await labeler.add_predictions([s.predictions for s in submissions])
-    events = await labeler.add_events([s.events for s in submissions])
+    predictions = await intake.add_predictions(labeler, [s.predictions for s in submissions])
+    events = await intake.add_events(labeler, [s.events for s in submissions])
     results = [SubmissionResult(p, e) for p, e in zip(predictions, events, strict=True)]
     if tend_orphans:
-        await labeler.tend_orphans()
-    more_due = await labeler.sweep(watermark, ctx.sweep_limit)
+        await orphans.tend(labeler)
+    more_due = await windows.sweep(labeler, watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
     return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due)
 

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.deps import RuntimeDep
 from service.api.errors import BadRequest, problem
-from service.store import queries
+from service.store import dataset, feedback, lineage
 
 router = APIRouter(prefix="/v1")
 
 PAGE = 5000
-_SEQ_AT = queries.DATASET_COLUMNS.index("seq")
+_SEQ_AT = dataset.DATASET_COLUMNS.index("seq")
 
 
 def _json(payload: Any) -> Response:
@@ -31,7 +31,7 @@ def _json(payload: Any) -> Response:
 async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
     async with runtime.db.read() as conn:
-        found = await queries.lineage(conn, prediction_id)
+        found = await lineage.lineage(conn, prediction_id)
     if found is None:
         raise BadRequest(404, "not_found", [problem(["path", "prediction_id"], f"no prediction {prediction_id!r}")])
     return _json(found)
@@ -40,15 +40,15 @@ async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
 Page = tuple[bytes, int, int]  # body, rows, last seq
 
 
-async def _jsonl_page(conn: AsyncConnection, filters: queries.DatasetFilter, after: int, size: int) -> Page:
-    lines = await queries.dataset_lines(conn, filters, after, size)
+async def _jsonl_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int) -> Page:
+    lines = await dataset.dataset_lines(conn, filters, after, size)
     body = "".join(f"{line}\n" for line, _ in lines).encode()
     return body, len(lines), lines[-1][1] if lines else after
 
 
-async def _csv_page(conn: AsyncConnection, filters: queries.DatasetFilter, after: int, size: int) -> Page:
+async def _csv_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int) -> Page:
     """JSON columns as their JSON text, served_at as in JSONL, None as an empty cell."""
-    page = await queries.dataset_page(conn, filters, after, size)
+    page = await dataset.dataset_page(conn, filters, after, size)
     out = io.StringIO()
     csv.writer(out).writerows(["" if v is None else v for v in row] for row in page)
     return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after
@@ -75,7 +75,7 @@ async def get_dataset(
             "not_found",
             [problem(["path", "use_case"], f"unknown use case; known: {sorted(runtime.policies.use_cases)}")],
         )
-    filters = queries.DatasetFilter(
+    filters = dataset.DatasetFilter(
         use_case=use_case,
         since=since,
         model=model,
@@ -87,7 +87,7 @@ async def get_dataset(
 
     async def rows() -> AsyncIterator[bytes]:
         if format == "csv":
-            yield ",".join(queries.DATASET_COLUMNS).encode() + b"\r\n"
+            yield ",".join(dataset.DATASET_COLUMNS).encode() + b"\r\n"
         fetch = _csv_page if format == "csv" else _jsonl_page
         after, remaining = since, limit
         while remaining is None or remaining > 0:
@@ -118,5 +118,5 @@ async def get_feedback_loop(
             [problem(["query", "use_case"], f"unknown use case; known: {sorted(runtime.policies.use_cases)}")],
         )
     async with runtime.db.read() as conn:
-        report = await queries.feedback_loop(conn, use_case, since, sorted(runtime.policies.use_cases))
+        report = await feedback.feedback_loop(conn, use_case, since, sorted(runtime.policies.use_cases))
     return _json(report)

@@ -1,0 +1,131 @@
+"""Where records enter the label state: duplicates and conflicts recognised by id and content
+digest, new predictions stored (and the events that waited for them joined), events joined to
+their predictions or kept as orphans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.core.model import Disposition, EventRecord, Evidence, Phase, PredictionRecord, event_time
+from service.core.validation import InvalidRecord, check_event, check_prediction
+from service.core.windows import deadlines
+from service.store.bulk import insert_rows
+from service.store.database import one_of
+from service.store.labels import Labeler
+from service.store.orphans import join_orphans
+from service.store.records import IngestResult, Keyed, Rejected, chunks, content_hash, split_duplicates
+from service.store.state import OpenPrediction
+from service.store.stats import Stat, served_hour
+from service.store.tables import events, predictions
+
+
+async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[PredictionRecord]]) -> list[IngestResult]:
+    """The predictions of each submission, all in one pass; Rejected names a refused one."""
+    for number, records in enumerate(submissions):
+        for index, record in enumerate(records):
+            try:
+                check_prediction(labeler.policies, index, record)
+            except InvalidRecord as exc:
+                raise Rejected(number, exc) from exc
+    keyed = [[(r.prediction_id, content_hash(r), r) for r in records] for records in submissions]
+    stored = await _stored_hashes(labeler.conn, predictions.c.prediction_id, predictions.c.content_hash, keyed)
+    fresh, results = split_duplicates("prediction_id", keyed, stored)
+    if not fresh:
+        return results
+    rows = []
+    for _, digest, record in fresh:
+        served_at = event_time(record, labeler.now)
+        deadline = deadlines(labeler.policies.use_cases[record.use_case], served_at)
+        rows.append(
+            {
+                "prediction_id": record.prediction_id,
+                "use_case": record.use_case,
+                "model": record.model,
+                "model_version": record.model_version,
+                "served_at": served_at,
+                "subject_id": record.subject_id,
+                "features": record.features,
+                "output": record.output,
+                "context": record.context,
+                "content_hash": digest,
+                "received_at": record.received_at or labeler.now,
+                "window_end": deadline.window_end,
+                "seal_at": deadline.seal_at,
+                "phase": Phase.OPEN.value,
+                "deadline": deadline.window_end,
+            }
+        )
+        labeler.stats.count(record.use_case, Stat.SERVED, served_hour(served_at))
+        labeler.seen[record.prediction_id] = OpenPrediction(
+            prediction_id=record.prediction_id,
+            use_case=record.use_case,
+            served_at=served_at,
+            deadline=deadline,
+            phase=Phase.OPEN,
+            current=None,
+            feedback_delay_s=None,
+            seq=None,
+            stored_phase=Phase.OPEN,
+            evidence=[],  # nothing can have counted for a prediction not stored until now
+        )
+    await insert_rows(labeler.conn, predictions, rows)
+    await join_orphans(labeler, [r["prediction_id"] for r in rows])
+    return results
+
+
+async def add_events(labeler: Labeler, submissions: Sequence[Sequence[EventRecord]]) -> list[IngestResult]:
+    """The events of each submission, all in one pass; Rejected names a refused one."""
+    preds = await labeler.load_predictions(sorted({r.prediction_id for records in submissions for r in records}))
+    for number, records in enumerate(submissions):
+        for index, record in enumerate(records):
+            pred = preds.get(record.prediction_id)
+            try:
+                check_event(labeler.policies, index, record, None if pred is None else pred.use_case)
+            except InvalidRecord as exc:
+                raise Rejected(number, exc) from exc
+    keyed = [[(r.event_id, content_hash(r), r) for r in records] for records in submissions]
+    stored = await _stored_hashes(labeler.conn, events.c.event_id, events.c.content_hash, keyed)
+    fresh, results = split_duplicates("event_id", keyed, stored)
+    if not fresh:
+        return results
+    rows = []
+    for _, digest, record in fresh:
+        occurred_at = event_time(record, labeler.now)
+        pred = preds.get(record.prediction_id)
+        if pred is None:
+            disposition, expires = Disposition.ORPHAN, labeler.now + labeler.orphan_ttl
+        else:
+            evidence = Evidence(record.event_id, record.type, occurred_at, record.value, record.actor)
+            disposition, expires = labeler.join(pred, evidence), None
+        rows.append(
+            {
+                "event_id": record.event_id,
+                "prediction_id": record.prediction_id,
+                "type": record.type,
+                "occurred_at": occurred_at,
+                "value": record.value,
+                "actor": record.actor,
+                "payload": record.payload,
+                "content_hash": digest,
+                "received_at": record.received_at or labeler.now,
+                "disposition": disposition,
+                "orphan_expires_at": expires,
+            }
+        )
+    await insert_rows(labeler.conn, events, rows)
+    await labeler.relabel([p for p in preds.values() if p.touched])
+    return results
+
+
+async def _stored_hashes(
+    conn: AsyncConnection, key_column: Any, hash_column: Any, submissions: list[list[Keyed]]
+) -> dict[str, str]:
+    stored: dict[str, str] = {}
+    for chunk in chunks(sorted({key for keyed in submissions for key, _, _ in keyed})):
+        result = await conn.execute(select(key_column, hash_column).where(one_of(conn, key_column, chunk)))
+        stored.update({key: digest for key, digest in result})
+    return stored
