@@ -20,17 +20,18 @@ from bench.data import workload
 from service.kafka.codec import encode
 
 
-def _bodies(kind: str, n: int, batch: int) -> list[bytes]:
+def bodies(kind: str, n: int, batch: int) -> list[bytes]:
+    """Request bodies of `batch` records each, as the batch scenario posts them."""
     work = workload(n)
     records = work.predictions if kind == "predictions" else work.events
     items = [orjson.dumps({k: v for k, v in orjson.loads(encode(r)).items() if k != "schema_version"}) for r in records]
     return [b'{"%s":[' % kind.encode() + b",".join(items[i : i + batch]) + b"]}" for i in range(0, len(items), batch)]
 
 
-def single_bodies(kind: str, n: int) -> list[bytes]:
+def singlebodies(kind: str, n: int) -> list[bytes]:
     """One bare record per request."""
     prefix = len(b'{"%s":[' % kind.encode())
-    return [b[prefix:-2] for b in _bodies(kind, n, 1)]
+    return [b[prefix:-2] for b in bodies(kind, n, 1)]
 
 
 async def drive(url: str, path: str, bodies: list[bytes | None], concurrency: int) -> dict[str, Any]:
@@ -80,13 +81,13 @@ def main() -> None:
     if args.mode == "healthz":
         result = asyncio.run(drive(args.url, "/healthz", [None] * args.n, args.concurrency))
     elif args.mode == "single-predictions":
-        bodies: list[bytes | None] = list(single_bodies("predictions", args.n))
+        bodies: list[bytes | None] = list(singlebodies("predictions", args.n))
         result = asyncio.run(drive(args.url, "/v1/predictions", bodies, args.concurrency))
     else:
         if args.mode == "single":
-            predictions, events = single_bodies("predictions", args.n), single_bodies("events", args.n)
+            predictions, events = singlebodies("predictions", args.n), singlebodies("events", args.n)
         else:
-            predictions, events = _bodies("predictions", args.n, args.batch), _bodies("events", args.n, args.batch)
+            predictions, events = bodies("predictions", args.n, args.batch), bodies("events", args.n, args.batch)
         first = asyncio.run(drive(args.url, "/v1/predictions", list(predictions), args.concurrency))
         second = asyncio.run(drive(args.url, "/v1/events", list(events), args.concurrency))
         result = {

@@ -98,7 +98,8 @@ class Labeler:
 
     async def load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, OpenPrediction]:
         """These predictions as this unit knows them, else as the state holds them, else from
-        the store (locked until commit); unknown ids are left out."""
+        the store (locked until commit), in the order asked (it orders their seqs, which must not
+        depend on what the state holds); unknown ids are left out."""
         found: dict[str, OpenPrediction] = {}
         missing = []
         for pid in prediction_ids:
@@ -116,7 +117,7 @@ class Labeler:
             )
             for row in result:
                 found[row.prediction_id] = self.saw(prediction_from_row(row))
-        return found
+        return {pid: found[pid] for pid in prediction_ids if pid in found}
 
     def join(self, pred: OpenPrediction, event: Evidence) -> Disposition:
         """Account for one event joined to its prediction; the caller relabels touched predictions."""

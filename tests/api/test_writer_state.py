@@ -65,21 +65,36 @@ async def labelloop(
 
 
 async def labels_of_run(engine: AsyncEngine, url: str, policies: Path, capacity: int) -> tuple[list[Any], list[Any]]:
-    """Replay the workload live (the clock follows arrival, the ticker runs every minute of it);
-    the dataset rows and every prediction's lineage at the end."""
+    """Replay the workload live (the clock follows arrival, the ticker runs every minute of it),
+    events for several predictions batched into one request; the dataset rows and every
+    prediction's lineage at the end."""
     await _truncate(engine)
     clock = FakeClock(T0)
     sends = workload()
     async with labelloop(url, policies, clock, capacity) as (client, runtime):
+        pending: list[dict[str, Any]] = []
+
+        async def flush() -> None:
+            if pending:
+                response = await client.post("/v1/events", json={"events": pending})
+                assert response.status_code == 202, response.text
+                pending.clear()
+
         next_tick = T0
         for at, path, body in sends:
+            if next_tick <= at or path != "/v1/events" or len(pending) == 5:
+                await flush()
             while next_tick <= at:
                 clock.set(next_tick)
                 await runtime.tick()
                 next_tick += timedelta(minutes=1)
             clock.set(at)
+            if path == "/v1/events":
+                pending.append(body)
+                continue
             response = await client.post(path, json=body)
             assert response.status_code == 202, response.text
+        await flush()
         clock.set(sends[-1][0] + timedelta(hours=3))
         await runtime.tick()  # idle: the wall clock seals everything
         rows = [orjson.loads(line) for line in (await client.get("/v1/datasets/recsys")).text.splitlines()]
