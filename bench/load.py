@@ -28,15 +28,15 @@ def bodies(kind: str, n: int, batch: int) -> list[bytes]:
     return [b'{"%s":[' % kind.encode() + b",".join(items[i : i + batch]) + b"]}" for i in range(0, len(items), batch)]
 
 
-def singlebodies(kind: str, n: int) -> list[bytes]:
+def single_bodies(kind: str, n: int) -> list[bytes]:
     """One bare record per request."""
     prefix = len(b'{"%s":[' % kind.encode())
     return [b[prefix:-2] for b in bodies(kind, n, 1)]
 
 
-async def drive(url: str, path: str, bodies: list[bytes | None], concurrency: int) -> dict[str, Any]:
+async def drive(url: str, path: str, payloads: list[bytes | None], concurrency: int) -> dict[str, Any]:
     latencies: list[float] = []
-    queue = list(reversed(bodies))
+    queue = list(reversed(payloads))
     headers = {"content-type": "application/json"}
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -61,9 +61,9 @@ async def drive(url: str, path: str, bodies: list[bytes | None], concurrency: in
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
-        "requests": len(bodies),
+        "requests": len(payloads),
         "seconds": elapsed,
-        "requests_per_s": len(bodies) / elapsed,
+        "requests_per_s": len(payloads) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
     }
@@ -81,11 +81,11 @@ def main() -> None:
     if args.mode == "healthz":
         result = asyncio.run(drive(args.url, "/healthz", [None] * args.n, args.concurrency))
     elif args.mode == "single-predictions":
-        bodies: list[bytes | None] = list(singlebodies("predictions", args.n))
-        result = asyncio.run(drive(args.url, "/v1/predictions", bodies, args.concurrency))
+        posted: list[bytes | None] = list(single_bodies("predictions", args.n))
+        result = asyncio.run(drive(args.url, "/v1/predictions", posted, args.concurrency))
     else:
         if args.mode == "single":
-            predictions, events = singlebodies("predictions", args.n), singlebodies("events", args.n)
+            predictions, events = single_bodies("predictions", args.n), single_bodies("events", args.n)
         else:
             predictions, events = bodies("predictions", args.n, args.batch), bodies("events", args.n, args.batch)
         first = asyncio.run(drive(args.url, "/v1/predictions", list(predictions), args.concurrency))
