@@ -88,6 +88,7 @@ async def store_copy(dsn: str, work: Workload) -> float:
     written once, no label): what the schema alone costs on this machine."""
     conn = await asyncpg.connect(dsn)
     try:
+        await conn.execute(f"TRUNCATE {ALL_TABLES}")  # the ingest scenarios ran on this database first
         digest = "0" * 64
         own_p, own_e = _copy_rows(work)
         # The columns the store requires beyond the records' own: digest, times, phase, disposition.
