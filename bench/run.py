@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import export, freshness, ingest, joiner, metrics_latency, peers
+from bench import export, freshness, ingest, joiner, memory, metrics_latency, peers
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
@@ -25,10 +25,11 @@ class Sizes:
     fresh_rate: int  # events/s for the freshness runs
     fresh_seconds: int
     peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
+    open_windows: int  # fraud predictions posted to watch the embedded writer's memory
 
 
-QUICK = Sizes(25_000, 10_000, 3_000, [50_000, 250_000], 500_000, 500, 10, 0)
-FULL = Sizes(500_000, 100_000, 20_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000)
+QUICK = Sizes(25_000, 10_000, 3_000, [50_000, 250_000], 500_000, 500, 10, 0, 200_000)
+FULL = Sizes(500_000, 100_000, 20_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000, 1_000_000)
 
 
 async def kafka_scenarios(sizes: Sizes, logs: Path, bare: dict[str, float]) -> list[Figure]:
@@ -57,6 +58,7 @@ def main() -> None:
         work = Path(tmp)
         print(f"logs and scratch files in {work}", flush=True)
         figures, bare = ingest.scenario(work, sizes.batch, sizes.single)
+        figures += memory.scenario(work, sizes.open_windows)
         figures += asyncio.run(freshness.embedded_freshness(work, sizes.fresh_rate, sizes.fresh_seconds))
         figures += asyncio.run(freshness.negative_timeliness(work))
         figures += export.scenario(work, sizes.export)
