@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache, partial
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -50,24 +51,35 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     """SQLAlchemy's SQLite DATETIME text of a UTC instant, which sorts like the instants."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetimes are not stored: attach a timezone")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: attach a timezone")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 @cache
-def _sqlite_codec(table: Table, name: str) -> Callable[[Any], Any]:
+def _sqlite_codec(table: Table, name: str) -> Callable[[Any], Any] | None:
+    """How a value of the column becomes its SQLite parameter; None: as it is."""
     column_type = table.c[name].type
     if isinstance(column_type.dialect_impl(_SQLITE), JSON):
         return _json_text
     if isinstance(column_type, UTCDateTime):
         return _sqlite_datetime
-    return _same
+    return None
 
 
 def _tuples(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[tuple[Any, ...]]:
-    codecs = [(name, _sqlite_codec(table, name)) for name in names]
-    return [tuple(convert(row[name]) for name, convert in codecs) for row in rows]
+    getter = itemgetter(*names)
+    values = getter if len(names) > 1 else lambda row: (getter(row),)  # itemgetter of one gives the value
+    converted = [(i, codec) for i, name in enumerate(names) if (codec := _sqlite_codec(table, name)) is not None]
+    tuples = []
+    for row in rows:
+        params = list(values(row))
+        for i, convert in converted:
+            params[i] = convert(params[i])
+        tuples.append(tuple(params))
+    return tuples
 
 
 def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[list[Any]]:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.store.bulk import insert_rows, update_rows
-from service.store.tables import label_history
+from service.store.tables import dataset_seqs, label_history
 from tests.conftest import T0
 
 
@@ -72,3 +72,10 @@ async def test_naive_datetimes_are_refused(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         with pytest.raises((ValueError, StatementError), match="naive datetimes"):  # SQLAlchemy wraps it
             await insert_rows(conn, label_history, [_history("p1", 1, [], T0.replace(tzinfo=None))])
+
+
+async def test_rows_of_a_single_column(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await insert_rows(conn, dataset_seqs, [{"use_case": "a"}, {"use_case": "b"}])
+        stored = (await conn.execute(select(dataset_seqs).order_by(dataset_seqs.c.use_case))).all()
+    assert [(r.use_case, r.last_seq) for r in stored] == [("a", 0), ("b", 0)]
