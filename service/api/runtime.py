@@ -43,16 +43,17 @@ class Runtime:
     async def apply(self, submissions: Sequence[Submission] = ()) -> UnitResult:
         """One unit of work in its own transaction; the open predictions it touched are published
         to the state only once it committed."""
-        try:
-            async with self.db.write() as conn:
-                unit = await ingest(conn, self.context, self.clock(), submissions, self.state)
-        except Rejected:
-            raise  # rolled back before any commit: the state still matches the store
-        except BaseException:
-            self.state.clear()  # a failed commit may or may not have reached the store
-            raise
-        self.state.publish(unit.predictions)
-        self.state.watermark = unit.progress
+        async with self.db.writing:
+            try:
+                async with self.db.engine.begin() as conn:
+                    unit = await ingest(conn, self.context, self.clock(), submissions, self.state)
+            except Rejected:
+                raise  # rolled back before any commit: the state still matches the store
+            except BaseException:
+                self.state.clear()  # a failed commit may or may not have reached the store
+                raise
+            self.state.publish(unit.predictions)  # before the next unit can check anything out
+            self.state.watermark = unit.progress
         self.committed(unit)
         return unit
 

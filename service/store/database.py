@@ -66,6 +66,12 @@ class Database:
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
+    @property
+    def writing(self) -> asyncio.Lock:
+        """Held by this process's write transaction, and by what must follow its commit before
+        the next transaction starts (publishing the writer's state)."""
+        return self._write_lock
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
