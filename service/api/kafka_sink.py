@@ -50,11 +50,11 @@ class KafkaSink:
         return await self._group.submit(Submission(events=records))
 
     async def _produce(self, submissions: list[Submission]) -> list[Receipt | Exception]:
-        event_ids = sorted({r.prediction_id for s in submissions for r in s.events})
+        predicted = sorted({r.prediction_id for s in submissions for r in s.events})  # the events' predictions
         use_cases: dict[str, str] = {}
-        if event_ids:
+        if predicted:
             async with self.runtime.db.read() as conn:
-                use_cases = await lineage.use_cases_of(conn, event_ids)
+                use_cases = await lineage.use_cases_of(conn, predicted)
         outcomes: list[Receipt | Exception] = []
         predictions: list[Message] = []
         events: list[Message] = []
