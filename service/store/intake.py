@@ -4,10 +4,10 @@ their predictions or kept as orphans."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import Disposition, EventRecord, Evidence, Phase, PredictionRecord, event_time
@@ -25,15 +25,8 @@ from service.store.tables import events, predictions
 
 async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[PredictionRecord]]) -> list[IngestResult]:
     """The predictions of each submission, all in one pass; Rejected names a refused one."""
-    for number, records in enumerate(submissions):
-        for index, record in enumerate(records):
-            try:
-                check_prediction(labeler.policies, index, record)
-            except InvalidRecord as exc:
-                raise Rejected(number, exc) from exc
-    keyed = [[(r.prediction_id, content_hash(r), r) for r in records] for records in submissions]
-    stored = await _stored_hashes(labeler.conn, predictions.c.prediction_id, predictions.c.content_hash, keyed)
-    fresh, results = split_duplicates("prediction_id", keyed, stored)
+    _check_each(submissions, lambda index, record: check_prediction(labeler.policies, index, record))
+    fresh, results = await _fresh(labeler.conn, predictions, "prediction_id", submissions)
     if not fresh:
         return results
     rows = []
@@ -80,16 +73,13 @@ async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[Predi
 async def add_events(labeler: Labeler, submissions: Sequence[Sequence[EventRecord]]) -> list[IngestResult]:
     """The events of each submission, all in one pass; Rejected names a refused one."""
     preds = await labeler.load_predictions(sorted({r.prediction_id for records in submissions for r in records}))
-    for number, records in enumerate(submissions):
-        for index, record in enumerate(records):
-            pred = preds.get(record.prediction_id)
-            try:
-                check_event(labeler.policies, index, record, None if pred is None else pred.use_case)
-            except InvalidRecord as exc:
-                raise Rejected(number, exc) from exc
-    keyed = [[(r.event_id, content_hash(r), r) for r in records] for records in submissions]
-    stored = await _stored_hashes(labeler.conn, events.c.event_id, events.c.content_hash, keyed)
-    fresh, results = split_duplicates("event_id", keyed, stored)
+
+    def check(index: int, record: EventRecord) -> None:
+        pred = preds.get(record.prediction_id)
+        check_event(labeler.policies, index, record, None if pred is None else pred.use_case)
+
+    _check_each(submissions, check)
+    fresh, results = await _fresh(labeler.conn, events, "event_id", submissions)
     if not fresh:
         return results
     rows = []
@@ -119,6 +109,28 @@ async def add_events(labeler: Labeler, submissions: Sequence[Sequence[EventRecor
     await insert_rows(labeler.conn, events, rows)
     await labeler.relabel([p for p in preds.values() if p.touched])
     return results
+
+
+Record = TypeVar("Record", PredictionRecord, EventRecord)
+
+
+def _check_each(submissions: Sequence[Sequence[Record]], check: Callable[[int, Record], None]) -> None:
+    """Every record against the policies; Rejected names the first submission with one refused."""
+    for number, records in enumerate(submissions):
+        for index, record in enumerate(records):
+            try:
+                check(index, record)
+            except InvalidRecord as exc:
+                raise Rejected(number, exc) from exc
+
+
+async def _fresh(
+    conn: AsyncConnection, table: Table, key: str, submissions: Sequence[Sequence[Record]]
+) -> tuple[list[Keyed], list[IngestResult]]:
+    """The records not stored yet, and each submission's accepted and duplicate counts."""
+    keyed = [[(getattr(r, key), content_hash(r), r) for r in records] for records in submissions]
+    stored = await _stored_hashes(conn, table.c[key], table.c.content_hash, keyed)
+    return split_duplicates(key, keyed, stored)
 
 
 async def _stored_hashes(
