@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # pg_advisory_lock key: the first 8 bytes of sha256(b"labelloop store writers"), as a signed bigint.
-_PG_KEY = 0x3A51D9F04C2E7B16
+_PG_KEY = -0x1BDEA9E89344EF43
 
 
 class WriterConflict(Exception):
