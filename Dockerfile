@@ -14,7 +14,8 @@ COPY consumers ./consumers
 COPY migrations ./migrations
 RUN pip install . && rm -rf /src
 
-RUN useradd --create-home --home-dir /var/lib/labelloop --uid 10001 --user-group labelloop
+RUN useradd --create-home --home-dir /var/lib/labelloop --uid 10001 --user-group labelloop \
+    && install -d -o labelloop -g 65534 -m 0750 /var/lib/labelloop/keys
 # The working directory is where the default SQLite database (./labelloop.db) would be written.
 WORKDIR /var/lib/labelloop
 USER labelloop

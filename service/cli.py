@@ -1,4 +1,4 @@
-"""`labelloop serve | migrate`."""
+"""`labelloop serve | migrate | consume | keys`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
+from service.auth.keys import Scope
 from service.config import Settings
 from service.core.policy import PolicyError, load_policies
 
@@ -37,6 +39,12 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from service.cli_keys import run_keys
+
+    return run_keys(settings, args)
+
+
 def _consume(settings: Settings) -> int:
     from consumers.main import consume
 
@@ -58,6 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="default: LABELLOOP_PORT (8000)")
     commands.add_parser("migrate", help="apply database migrations to LABELLOOP_DATABASE_URL")
     commands.add_parser("consume", help="run a Kafka joiner (consumer group LABELLOOP_KAFKA_GROUP_ID)")
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="a new key, printed once")
+    create.add_argument("--name", required=True, help="who or what uses it, e.g. web-app")
+    create.add_argument(
+        "--scope", action="append", required=True, choices=[s.value for s in Scope], help="repeat for several"
+    )
+    create.add_argument(
+        "--output",
+        type=Path,
+        help="write the key alone to this file (mode 0640) instead of printing it; if the file exists, keep it "
+        "and create nothing (a provisioning step can run again)",
+    )
+    key_commands.add_parser("list", help="every key, active and revoked (never a secret)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
@@ -67,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"labelloop: {exc}", file=sys.stderr)
         return 2
+    if args.command == "keys":
+        return _keys(settings, args)
     command = {"serve": _serve, "migrate": _migrate, "consume": _consume}[args.command]
     return command(settings)
 

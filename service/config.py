@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from pydantic import Field
@@ -41,6 +41,18 @@ class Settings(BaseSettings):
         None, description="Run migrations when `serve` starts; default: on for SQLite, off otherwise."
     )
     log_level: str = "info"
+
+    auth: Literal["auto", "required"] = Field(
+        "auto",
+        description="auto: API keys are required once one was ever created (`labelloop keys create`); until then "
+        "the API is open and says so in its log. required: always (no key, no access).",
+    )
+    auth_refresh: Duration = Field(
+        timedelta(seconds=5), description="How soon a key created or revoked elsewhere takes effect."
+    )
+    max_body_bytes: Annotated[int, Ge(1024)] = Field(
+        10 * 1024 * 1024, description="Largest request body; larger ones answer 413 before they are parsed."
+    )
 
     # Kafka mode: set the bootstrap servers and the API produces to Kafka; `labelloop consume` joins.
     kafka_bootstrap_servers: str | None = None

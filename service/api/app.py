@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from service.api import errors
-from service.api.routes import ingest, ops, reads
+from service.api.auth import Guard
+from service.api.routes import ingest, keys, ops, reads, schema
 from service.api.runtime import Runtime
 from service.clock import Clock, utcnow
 from service.config import Settings
@@ -19,11 +21,25 @@ from service.store import migrate
 from service.store.database import Database, create_engine
 from service.store.lease import writer_lease
 
+log = logging.getLogger(__name__)
+
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _say_who_may_call(settings: Settings, guard: Guard) -> None:
+    if guard.keys.enforced:
+        log.info("API keys required (%d active)", len(guard.keys.active))
+    else:
+        log.warning(
+            "no API key was ever created: the API is open to anyone who reaches %s:%d; "
+            "`labelloop keys create --scope admin --name ...` closes it, LABELLOOP_AUTH=required closes it now",
+            settings.host,
+            settings.port,
+        )
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastAPI:
@@ -39,6 +55,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
         app.state.runtime = runtime
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.db.dispose)
+            await runtime.guard.load()
+            _say_who_may_call(settings, runtime.guard)
+            refresh = asyncio.create_task(runtime.guard.run_refresh(), name="labelloop-key-refresh")
+            stack.push_async_callback(_cancel, refresh)
             if settings.kafka_mode:
                 # Windows are closed by the joiners (`labelloop consume`); this process only produces.
                 # Imported here: the embedded mode never loads the Kafka client.
@@ -56,9 +76,14 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
         version="0.1.0",
         summary="Joins served predictions with later events into training labels.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/schema.py, behind the key check
+        redoc_url=None,
+        openapi_url=None,
     )
     errors.install(app)
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(ops.router)
+    app.include_router(keys.router)
+    app.include_router(schema.router)
     return app

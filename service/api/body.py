@@ -9,17 +9,45 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.api.errors import BadRequest, from_validation_error, problem
+from service.config import Settings
 
 Item = TypeVar("Item", bound=BaseModel)
 
 
-async def read_records(request: Request, model: type[Item], collection: str, max_batch: int) -> list[Item]:
-    """Parse and validate the body; sets request.state.batch for error locations."""
-    raw = await request.body()
+def _is_json(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The parsed JSON body. Only JSON media types: a cross-site form post cannot send one without
+    a CORS preflight. The size is checked while reading, before anything is parsed."""
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        given = repr(content_type) if content_type else "none"
+        raise BadRequest(
+            415, "unsupported_media_type", [problem(["header", "content-type"], f"{given}; send application/json")]
+        )
+    too_large = BadRequest(413, "body_too_large", [problem(["body"], f"more than {max_bytes} bytes")])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
     try:
-        body: Any = orjson.loads(raw)
+        return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
         raise BadRequest(400, "malformed_json", [problem(["body"], f"not valid JSON: {exc}")]) from exc
+
+
+async def read_records(request: Request, model: type[Item], collection: str, settings: Settings) -> list[Item]:
+    """Parse and validate the body; sets request.state.batch for error locations."""
+    body = await read_json(request, settings.max_body_bytes)
+    max_batch = settings.max_batch
     batch = isinstance(body, dict) and collection in body
     request.state.batch = batch
     if not batch:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.validation import InvalidRecord
 from service.kafka.errors import BrokerUnavailable
@@ -17,11 +18,14 @@ from service.store.records import RecordConflict
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, error: str, detail: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, status: int, error: str, detail: list[dict[str, Any]], headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers
 
 
 def field_path(loc: Sequence[str | int]) -> str:
@@ -42,10 +46,20 @@ def from_validation_error(exc: ValidationError | RequestValidationError, prefix:
     return BadRequest(422, "validation_error", detail)
 
 
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The router's own answers (no such route, wrong method) in the same shape as ours."""
+        error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+        detail = [problem(["path"], f"{request.method} {request.url.path}: {exc.detail}")]
+        return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(BadRequest)
     async def _bad_request(_: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from service.api.auth import Guard
 from service.api.group_commit import GroupCommit
 from service.api.sinks import Receipt, Sink
 from service.api.telemetry import Telemetry
@@ -34,11 +35,13 @@ class Runtime:
     context: LabelContext = field(init=False)
     sink: Sink = field(init=False)
     state: OpenPredictions = field(init=False)  # embedded mode: this process is the only writer
+    guard: Guard = field(init=False)
 
     def __post_init__(self) -> None:
         self.context = LabelContext.from_settings(self.settings, self.policies)
         self.state = OpenPredictions(self.settings.state_capacity)
         self.sink = EmbeddedSink(self)
+        self.guard = Guard(self.settings, self.db)
 
     async def apply(self, submissions: Sequence[Submission] = ()) -> UnitResult:
         """One unit of work in its own transaction; the open predictions it touched are published

@@ -170,3 +170,16 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("recorded_at", UTCDateTime, nullable=False),
 )
+
+# API keys (service/auth/keys.py): the SHA-256 of each secret, never the secret. Revoked keys stay:
+# once a key was ever created, the API requires one.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(12), primary_key=True),
+    Column("name", String(ID), nullable=False),
+    Column("scopes", String(ID), nullable=False),  # comma-separated Scope values
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)

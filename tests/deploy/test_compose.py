@@ -141,14 +141,14 @@ def run_cli_dispatch(monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict
         monkeypatch.setenv(key, str(value))
     ran: list[tuple[str, Settings]] = []
 
-    def recorder(name: str) -> Callable[[Settings], int]:
-        def command(settings: Settings) -> int:
+    def recorder(name: str) -> Callable[..., int]:
+        def command(settings: Settings, *_: Any) -> int:
             ran.append((name, settings))
             return 0
 
         return command
 
-    for name in ("serve", "migrate", "consume"):
+    for name in ("serve", "migrate", "consume", "keys"):
         monkeypatch.setattr(cli, f"_{name}", recorder(name))
     assert cli.main(argv) == 0, f"labelloop {' '.join(argv)} failed"
     assert len(ran) == 1
@@ -171,8 +171,9 @@ def labelloop_services() -> list[str]:
 
 
 def test_the_app_services_run_labelloop() -> None:
-    assert sorted(labelloop_services()) == ["api", "joiner", "migrate"]
+    assert sorted(labelloop_services()) == ["api", "joiner", "migrate", "scrape-key"]
     assert command_of(SERVICES["migrate"])[1:] == ["migrate"]
+    assert command_of(SERVICES["scrape-key"])[1:3] == ["keys", "create"]
     assert command_of(SERVICES["api"])[1:2] == ["serve"]
     assert command_of(SERVICES["joiner"])[1:] == ["consume"]
 
@@ -354,7 +355,7 @@ def test_prometheus_scrapes_the_api_and_the_joiners() -> None:
     api_port = labelloop_env(SERVICES["api"]).get("LABELLOOP_PORT", "8000")
     static = [t for job in jobs.values() for sc in job.get("static_configs", []) for t in sc["targets"]]
     assert f"api:{api_port}" in static
-    assert f"{api_port}:{api_port}" in SERVICES["api"]["ports"]
+    assert f"127.0.0.1:{api_port}:{api_port}" in SERVICES["api"]["ports"]
     joiner_port = int(labelloop_env(SERVICES["joiner"])["LABELLOOP_CONSUMER_METRICS_PORT"])
     dns = [d for job in jobs.values() for d in job.get("dns_sd_configs", [])]
     assert any("joiner" in d["names"] and d["port"] == joiner_port for d in dns)
@@ -363,3 +364,36 @@ def test_prometheus_scrapes_the_api_and_the_joiners() -> None:
     prometheus = SERVICES["prometheus"]
     assert prometheus["image"].split(":")[0] == "prom/prometheus"
     assert any(v.startswith("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml") for v in prometheus["volumes"])
+
+
+def test_published_ports_listen_on_loopback_and_kafka_is_not_published() -> None:
+    published = {name: s["ports"] for name, s in SERVICES.items() if s.get("ports")}
+    assert "kafka" not in published
+    assert published, "the API is published"
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_every_labelloop_process_requires_keys(clean_labelloop_env: pytest.MonkeyPatch) -> None:
+    for name in labelloop_services():
+        assert service_settings(name, clean_labelloop_env).auth == "required", name
+
+
+def test_prometheus_scrapes_the_api_with_the_key_the_compose_file_provisions() -> None:
+    """scrape-key writes an ops key into a volume; Prometheus reads it from the same volume."""
+    command = command_of(SERVICES["scrape-key"])
+    assert command[command.index("--scope") + 1] == "ops"
+    written = Path(command[command.index("--output") + 1])
+    volume_of = {
+        service: {v.split(":")[0]: v.split(":")[1] for v in SERVICES[service]["volumes"]}
+        for service in ("scrape-key", "prometheus")
+    }
+    [(volume, mounted)] = [(v, m) for v, m in volume_of["scrape-key"].items() if written.is_relative_to(m)]
+    assert volume in COMPOSE_DATA["volumes"]
+    seen_by_prometheus = Path(volume_of["prometheus"][volume]) / written.relative_to(mounted)
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    [api_job] = [job for job in config["scrape_configs"] if job["job_name"] == "labelloop-api"]
+    assert api_job["authorization"] == {"type": "Bearer", "credentials_file": str(seen_by_prometheus)}
+    assert SERVICES["prometheus"]["depends_on"]["scrape-key"]["condition"] == "service_completed_successfully"
+    assert "install -d -o labelloop -g 65534" in DOCKERFILE.read_text()  # the volume's directory

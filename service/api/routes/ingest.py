@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from service.api.body import read_records
 from service.api.deps import runtime_of
 from service.api.sinks import Receipt
+from service.auth.keys import Scope
 from service.contract import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -31,8 +32,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted, "description": "Durable: committed (embedded) or acknowledged by Kafka."},
     503: {"description": "Kafka mode: the broker did not acknowledge in time; retry after Retry-After."},
     400: {"description": "Malformed JSON."},
+    401: {"description": "No valid API key."},
+    403: {"description": "The key lacks the ingest scope."},
     409: {"description": "An id already stored with different content."},
-    413: {"description": "Batch larger than the limit."},
+    413: {"description": "Body or batch larger than the limit."},
+    415: {"description": "The body is not application/json."},
     422: {"description": "Invalid record: the body names the field and the reason."},
 }
 
@@ -51,8 +55,10 @@ def _receipt(receipt: Receipt) -> Response:
 )
 async def post_predictions(request: Request) -> Response:
     """Log served predictions: one object or {"predictions": [...]}."""
-    runtime = runtime_of(request)  # not a dependency: the hot path skips FastAPI's dependency solving
-    items = await read_records(request, PredictionIn, "predictions", runtime.settings.max_batch)
+    # Not dependencies: the hot path skips FastAPI's dependency solving.
+    runtime = runtime_of(request)
+    runtime.guard.authorize(request, Scope.INGEST)
+    items = await read_records(request, PredictionIn, "predictions", runtime.settings)
     now = runtime.clock()
     return _receipt(await runtime.sink.put_predictions([item.to_record(now) for item in items]))
 
@@ -67,6 +73,7 @@ async def post_predictions(request: Request) -> Response:
 async def post_events(request: Request) -> Response:
     """Report behavioral events and explicit labels: one object or {"events": [...]}."""
     runtime = runtime_of(request)
-    items = await read_records(request, EventIn, "events", runtime.settings.max_batch)
+    runtime.guard.authorize(request, Scope.INGEST)
+    items = await read_records(request, EventIn, "events", runtime.settings)
     now = runtime.clock()
     return _receipt(await runtime.sink.put_events([item.to_record(now) for item in items]))

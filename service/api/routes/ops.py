@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.api.auth import requires
 from service.api.deps import RuntimeDep
+from service.auth.keys import Scope
 
 router = APIRouter(tags=["ops"])
 
@@ -17,7 +19,7 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(requires(Scope.OPS))])
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition of this process, with gauges read from the store."""
     await runtime.refresh_gauges()

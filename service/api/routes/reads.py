@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.auth import requires
 from service.api.deps import RuntimeDep
 from service.api.errors import BadRequest, problem
+from service.auth.keys import Scope
 from service.store import dataset, feedback, lineage
 
 router = APIRouter(prefix="/v1")
@@ -27,7 +29,7 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.get("/predictions/{prediction_id}", tags=["lineage"])
+@router.get("/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))])
 async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
     async with runtime.db.read() as conn:
@@ -54,7 +56,7 @@ async def _csv_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after
     return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after
 
 
-@router.get("/datasets/{use_case}", tags=["dataset"])
+@router.get("/datasets/{use_case}", tags=["dataset"], dependencies=[Depends(requires(Scope.READ))])
 async def get_dataset(
     use_case: str,
     runtime: RuntimeDep,
@@ -105,7 +107,7 @@ async def get_dataset(
     return StreamingResponse(rows(), media_type=media)
 
 
-@router.get("/metrics/feedback-loop", tags=["metrics"])
+@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
 async def get_feedback_loop(
     runtime: RuntimeDep, use_case: str | None = None, since: AwareDatetime | None = None
 ) -> Response:

@@ -1,0 +1,65 @@
+"""Who may call what: the API keys in force, refreshed from the store in the background, checked
+against the scope each route needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from service.api.errors import BadRequest, problem
+from service.auth.keys import ActiveKey, Denied, KeySet, Scope, presented_token
+from service.config import Settings
+from service.store import api_keys
+from service.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+class Guard:
+    """Keys are read from the store at start and every `auth_refresh`: a key created or revoked
+    with `labelloop keys` (another process) takes effect within that interval."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.required = settings.auth == "required"
+        self.refresh_interval = settings.auth_refresh.total_seconds()
+        self.db = db
+        self.keys = KeySet({}, enforced=True)  # closed until loaded
+        self._refresh_failing = False
+
+    async def load(self) -> None:
+        async with self.db.read() as conn:
+            self.keys = await api_keys.load_keyset(conn, self.required)
+
+    async def run_refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self.load()
+            except Exception as exc:  # keep the keys in force; say so once, not every interval
+                if not self._refresh_failing:
+                    log.warning("API keys not refreshed, the ones loaded stay in force: %s", type(exc).__name__)
+                self._refresh_failing = True
+            else:
+                self._refresh_failing = False
+
+    def authorize(self, request: Request, scope: Scope | None) -> ActiveKey | None:
+        """The caller's key if it grants `scope` (None: any valid key); 401/403 otherwise."""
+        try:
+            return self.keys.authorize(presented_token(request.headers), scope)
+        except Denied as exc:
+            error = "unauthorized" if exc.status == 401 else "forbidden"
+            headers = {"WWW-Authenticate": 'Bearer realm="labelloop"'} if exc.status == 401 else None
+            raise BadRequest(exc.status, error, [problem(["header", "authorization"], exc.reason)], headers) from exc
+
+
+def requires(scope: Scope | None) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency; async, so FastAPI does not run it in its thread pool."""
+
+    async def check(request: Request) -> None:
+        guard: Guard = request.app.state.runtime.guard
+        guard.authorize(request, scope)
+
+    return check
