@@ -144,6 +144,7 @@ class Joiner:
         self.db = db
         self.clock = clock
         self.context = LabelContext.from_settings(settings, policies)
+        self.limits = settings.limits
         self.topics = (settings.kafka_predictions_topic, settings.kafka_events_topic)
         self.metrics = JoinerMetrics()
         self.dead_letter_producer = RecordProducer(settings, client_id="labelloop-joiner-dlq")
@@ -214,9 +215,9 @@ class Joiner:
         try:
             record: PredictionRecord | EventRecord
             if tp.topic == self.settings.kafka_predictions_topic:
-                record = decode_prediction(message.value, message.timestamp)
+                record = decode_prediction(message.value, message.timestamp, self.limits)
             else:
-                record = decode_event(message.value, message.timestamp)
+                record = decode_event(message.value, message.timestamp, self.limits)
         except PoisonRecord as exc:
             return None, (str(exc), message)
         return event_time(record, self.clock()), (record, message)

@@ -10,6 +10,7 @@ from annotated_types import Ge, Le
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract import Limits
 from service.core.policy import BUNDLED_POLICIES, Duration
 
 
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Ge(1024)] = Field(
         10 * 1024 * 1024, description="Largest request body; larger ones answer 413 before they are parsed."
     )
+    max_field_bytes: Annotated[int, Ge(1)] = Field(
+        256 * 1024, description="Largest features, output, context or payload, as JSON."
+    )
+    max_json_depth: Annotated[int, Ge(1)] = Field(32, description="Deepest nesting within one of those fields.")
+    max_json_keys: Annotated[int, Ge(1)] = Field(1000, description="Most object keys within one of those fields.")
+    max_string_length: Annotated[int, Ge(1)] = Field(65536, description="Longest string within a record.")
 
     # Kafka mode: set the bootstrap servers and the API produces to Kafka; `labelloop consume` joins.
     kafka_bootstrap_servers: str | None = None
@@ -78,6 +85,10 @@ class Settings(BaseSettings):
     consumer_metrics_port: Annotated[int, Ge(0), Le(65535)] | None = Field(
         None, description="Serve the joiner's Prometheus metrics on this port."
     )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_field_bytes, self.max_json_depth, self.max_json_keys, self.max_string_length)
 
     @property
     def is_sqlite(self) -> bool:

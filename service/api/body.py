@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from service import strict_json
 from service.api.errors import BadRequest, from_validation_error, problem
 from service.config import Settings
 
@@ -39,20 +39,20 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise too_large
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(400, "malformed_json", [problem(["body"], f"not valid JSON: {exc}")]) from exc
+        return strict_json.loads(b"".join(chunks))
+    except strict_json.StrictJSONError as exc:
+        raise BadRequest(400, "malformed_json", [problem(["body"], str(exc))]) from exc
 
 
 async def read_records(request: Request, model: type[Item], collection: str, settings: Settings) -> list[Item]:
     """Parse and validate the body; sets request.state.batch for error locations."""
     body = await read_json(request, settings.max_body_bytes)
-    max_batch = settings.max_batch
+    max_batch, limits = settings.max_batch, settings.limits
     batch = isinstance(body, dict) and collection in body
     request.state.batch = batch
     if not batch:
         try:
-            return [model.model_validate(body)]
+            return [model.model_validate(body, context=limits)]
         except ValidationError as exc:
             raise from_validation_error(exc, ["body"]) from exc
     extra = sorted(set(body) - {collection})
@@ -73,7 +73,7 @@ async def read_records(request: Request, model: type[Item], collection: str, set
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            records.append(model.model_validate(item))
+            records.append(model.model_validate(item, context=limits))
         except ValidationError as exc:
             errors.extend(from_validation_error(exc, ["body", collection, index]).detail)
             if len(errors) >= 100:  # enough to fix a client; a 10,000-record batch could list thousands

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service.contract import EventIn, PredictionIn
+from service import strict_json
+from service.contract import DEFAULT_LIMITS, EventIn, Limits, PredictionIn
 from service.core.model import EventRecord, PredictionRecord
 
 SCHEMA_VERSION = 1
@@ -58,9 +59,9 @@ def _envelope(value: bytes | None, timestamp_ms: int) -> tuple[dict[str, Any], d
     if value is None:
         raise PoisonRecord("empty message (tombstone)")
     try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonRecord(f"not valid JSON: {exc}") from exc
+        body = strict_json.loads(value)
+    except strict_json.StrictJSONError as exc:
+        raise PoisonRecord(str(exc)) from exc
     if not isinstance(body, dict):
         raise PoisonRecord("the message must be a JSON object")
     version = body.pop("schema_version", SCHEMA_VERSION)
@@ -82,22 +83,22 @@ def _envelope(value: bytes | None, timestamp_ms: int) -> tuple[dict[str, Any], d
     return body, received_at
 
 
-def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
+def _validate(model: type[BaseModel], body: dict[str, Any], limits: Limits) -> Any:
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, context=limits)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "message"
         raise PoisonRecord(f"{field}: {first['msg']}") from exc
 
 
-def decode_prediction(value: bytes | None, timestamp_ms: int) -> PredictionRecord:
+def decode_prediction(value: bytes | None, timestamp_ms: int, limits: Limits = DEFAULT_LIMITS) -> PredictionRecord:
     body, received_at = _envelope(value, timestamp_ms)
-    item: PredictionIn = _validate(PredictionIn, body)
+    item: PredictionIn = _validate(PredictionIn, body, limits)
     return item.to_record(received_at)
 
 
-def decode_event(value: bytes | None, timestamp_ms: int) -> EventRecord:
+def decode_event(value: bytes | None, timestamp_ms: int, limits: Limits = DEFAULT_LIMITS) -> EventRecord:
     body, received_at = _envelope(value, timestamp_ms)
-    item: EventIn = _validate(EventIn, body)
+    item: EventIn = _validate(EventIn, body, limits)
     return item.to_record(received_at)

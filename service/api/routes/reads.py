@@ -22,6 +22,7 @@ from service.store import dataset, feedback, lineage
 router = APIRouter(prefix="/v1")
 
 PAGE = 5000
+MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in the store
 _SEQ_AT = dataset.DATASET_COLUMNS.index("seq")
 
 
@@ -60,8 +61,8 @@ async def _csv_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after
 async def get_dataset(
     use_case: str,
     runtime: RuntimeDep,
-    since: Annotated[int, Query(ge=0, description="Only rows changed after this seq.")] = 0,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only rows changed after this seq.")] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     model: str | None = None,
     model_version: str | None = None,
     served_from: AwareDatetime | None = None,
