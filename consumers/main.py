@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 async def consume(settings: Settings) -> None:
     policies = load_policies(settings.policies)
-    engine = create_engine(settings.database_url, application_name="labelloop-joiner")
+    engine = create_engine(settings.database_url, "labelloop-joiner", settings.timeouts)
     try:
         if settings.should_migrate_on_start:
             await migrate.upgrade(engine)

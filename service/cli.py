@@ -28,7 +28,7 @@ def _migrate(settings: Settings) -> int:
     from service.store.database import create_engine
 
     async def run() -> None:
-        engine = create_engine(settings.database_url, application_name="labelloop-migrate")
+        engine = create_engine(settings.database_url, "labelloop-migrate", settings.timeouts)
         try:
             await migrate.upgrade(engine)
         finally:

@@ -58,7 +58,7 @@ async def _revoke(engine: AsyncEngine, key_id: str, settings: Settings) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    engine = create_engine(settings.database_url, application_name="labelloop-keys")
+    engine = create_engine(settings.database_url, "labelloop-keys", settings.timeouts)
     try:
         if settings.should_migrate_on_start:  # SQLite: as `serve` would on its first start
             await migrate.upgrade(engine)

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.contract import Limits
 from service.core.policy import BUNDLED_POLICIES, Duration
+from service.store.database import Timeouts
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,12 @@ class Settings(BaseSettings):
     max_json_keys: Annotated[int, Ge(1)] = Field(1000, description="Most object keys within one of those fields.")
     max_string_length: Annotated[int, Ge(1)] = Field(65536, description="Longest string within a record.")
 
+    db_connect_timeout: Duration = Field(timedelta(seconds=5), description="Longest wait to connect to PostgreSQL.")
+    db_statement_timeout: Duration = Field(
+        timedelta(seconds=30), description="Longest statement (PostgreSQL) or wait for SQLite's write lock."
+    )
+    db_pool_timeout: Duration = Field(timedelta(seconds=10), description="Longest wait for a free connection.")
+
     # Kafka mode: set the bootstrap servers and the API produces to Kafka; `labelloop consume` joins.
     kafka_bootstrap_servers: str | None = None
     kafka_predictions_topic: str = "labelloop.predictions"
@@ -85,6 +92,14 @@ class Settings(BaseSettings):
     consumer_metrics_port: Annotated[int, Ge(0), Le(65535)] | None = Field(
         None, description="Serve the joiner's Prometheus metrics on this port."
     )
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect=self.db_connect_timeout.total_seconds(),
+            statement=self.db_statement_timeout.total_seconds(),
+            pool=self.db_pool_timeout.total_seconds(),
+        )
 
     @property
     def limits(self) -> Limits:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from service.api import errors
 from service.api.auth import Guard
+from service.api.faults import Faults
 from service.api.routes import ingest, keys, ops, reads, schema
 from service.api.runtime import Runtime
 from service.clock import Clock, utcnow
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, application_name="labelloop-api")
+        engine = create_engine(settings.database_url, "labelloop-api", settings.timeouts)
         if settings.should_migrate_on_start:
             await migrate.upgrade(engine)
         runtime = Runtime(settings=settings, policies=policies, db=Database(engine), clock=clock)
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
         openapi_url=None,
     )
     errors.install(app)
+    app.add_middleware(Faults)
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(ops.router)

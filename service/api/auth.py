@@ -12,8 +12,9 @@ from fastapi import Request
 from service.api.errors import BadRequest, problem
 from service.auth.keys import ActiveKey, Denied, KeySet, Scope, presented_token
 from service.config import Settings
+from service.log_once import RepeatingLog
 from service.store import api_keys
-from service.store.database import Database
+from service.store.database import Database, store_fault
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Guard:
         self.refresh_interval = settings.auth_refresh.total_seconds()
         self.db = db
         self.keys = KeySet({}, enforced=True)  # closed until loaded
-        self._refresh_failing = False
+        self._refresh_log = RepeatingLog(log)
 
     async def load(self) -> None:
         async with self.db.read() as conn:
@@ -38,12 +39,11 @@ class Guard:
             await asyncio.sleep(self.refresh_interval)
             try:
                 await self.load()
-            except Exception as exc:  # keep the keys in force; say so once, not every interval
-                if not self._refresh_failing:
-                    log.warning("API keys not refreshed, the ones loaded stay in force: %s", type(exc).__name__)
-                self._refresh_failing = True
+            except Exception as exc:  # keep the keys in force
+                reason = store_fault(exc) or type(exc).__name__
+                self._refresh_log.failed("refresh", "API keys not refreshed, the loaded ones stay in force: %s", reason)
             else:
-                self._refresh_failing = False
+                self._refresh_log.recovered("refresh", "API keys refreshed again")
 
     def authorize(self, request: Request, scope: Scope | None) -> ActiveKey | None:
         """The caller's key if it grants `scope` (None: any valid key); 401/403 otherwise."""

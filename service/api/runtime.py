@@ -16,8 +16,9 @@ from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.windows import combined_watermark, partition_watermark
+from service.log_once import RepeatingLog
 from service.store import feedback, watermarks
-from service.store.database import Database
+from service.store.database import Database, store_fault
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
 from service.store.state import OpenPredictions
@@ -36,6 +37,8 @@ class Runtime:
     sink: Sink = field(init=False)
     state: OpenPredictions = field(init=False)  # embedded mode: this process is the only writer
     guard: Guard = field(init=False)
+    write_fault: str | None = field(default=None, init=False)  # why the last unit of work failed, if the store's fault
+    _sweep_log: RepeatingLog = field(default_factory=lambda: RepeatingLog(log), init=False)
 
     def __post_init__(self) -> None:
         self.context = LabelContext.from_settings(self.settings, self.policies)
@@ -52,9 +55,11 @@ class Runtime:
                     unit = await ingest(conn, self.context, self.clock(), submissions, self.state)
             except Rejected:
                 raise  # rolled back before any commit: the state still matches the store
-            except BaseException:
+            except BaseException as exc:
                 self.state.clear()  # a failed commit may or may not have reached the store
+                self.write_fault = store_fault(exc) if isinstance(exc, Exception) else None
                 raise
+            self.write_fault = None
             self.state.publish(unit.predictions)  # before the next unit can check anything out
             self.state.watermark = unit.progress
         self.committed(unit)
@@ -104,8 +109,12 @@ class Runtime:
             await asyncio.sleep(interval)
             try:
                 await self.tick()
-            except Exception:  # keep sweeping: one failed tick must not stop window closing
-                log.exception("window sweep failed; retrying in %.1f s", interval)
+            except Exception as exc:  # keep sweeping: one failed tick must not stop window closing
+                reason = store_fault(exc) or type(exc).__name__
+                self._sweep_log.failed("sweep", "window sweep failed, retrying every %.1f s: %s", interval, reason)
+                log.debug("window sweep failed", exc_info=exc)
+            else:
+                self._sweep_log.recovered("sweep", "window sweep works again")
 
 
 class EmbeddedSink:

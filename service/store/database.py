@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, String, Table, any_, bindparam, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -22,32 +24,50 @@ def _json_loads(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def create_engine(url: str, application_name: str) -> AsyncEngine:
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. A store that is unreachable or stalled fails a request within these, never hangs it."""
+
+    connect: float = 5.0
+    statement: float = 30.0
+    pool: float = 10.0  # waiting for a free connection
+
+
+def create_engine(url: str, application_name: str, timeouts: Timeouts = Timeouts()) -> AsyncEngine:
+    # hide_parameters: an error's message never carries the values (subject ids, features) into a log.
+    common: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": _json_loads,
+        "hide_parameters": True,
+        "pool_timeout": timeouts.pool,
+    }
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, json_serializer=_json_dumps, json_deserializer=_json_loads)
+        engine = create_async_engine(url, **common)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the commit reached the disk
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(timeouts.statement * 1000)}")
             cursor.close()
 
         return engine
     return create_async_engine(
         url,
-        json_serializer=_json_dumps,
-        json_deserializer=_json_loads,
+        **common,
         pool_pre_ping=True,
         connect_args={
+            "timeout": timeouts.connect,
+            "command_timeout": timeouts.statement,  # client side: also when the server stalls
             "server_settings": {
                 "application_name": application_name,
+                "statement_timeout": str(int(timeouts.statement * 1000)),
                 # Plan each statement for its parameters. A generic plan cached while a table was
                 # empty (a fresh database, before autoanalyze) seq-scans it for good: measured, a
                 # joiner fell 97 s behind at 2,000 events/s.
                 "plan_cache_mode": "force_custom_plan",
-            }
+            },
         },
     )
 
@@ -93,3 +113,32 @@ def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
     """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL spell it alike)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+# Faults of the store that a later retry can outlive: the connection (08), resources such as a full
+# disk (53), operator intervention and cancelled statements (57), system errors (58), a read-only
+# server (25006), serialization failures and deadlocks (40001, 40P01), lock timeouts (55P03).
+_PG_FAULTS = ("08", "53", "57", "58", "25006", "40001", "40P01", "55P03")
+_SQLITE_FAULTS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """Why the store cannot serve now, when the fault is the store's; None for anything else (a bug)."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return "no free database connection in time"
+    if isinstance(exc, sa_exc.DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or ""
+        name = getattr(orig, "sqlite_errorname", None) or ""
+        if state.startswith(_PG_FAULTS):
+            return f"PostgreSQL {type(orig).__name__} (SQLSTATE {state})"
+        if name.startswith(_SQLITE_FAULTS):
+            return f"SQLite {name}: {orig}"
+        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+            return f"the database connection failed: {type(orig).__name__}"
+        if isinstance(orig, OSError | TimeoutError):
+            return f"the database could not be reached: {type(orig).__name__}"
+        return None
+    if isinstance(exc, OSError | TimeoutError):  # raised by the driver before SQLAlchemy wraps anything
+        return f"the database could not be reached: {type(exc).__name__}"
+    return None

@@ -38,6 +38,7 @@ NEEDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/openapi.json"): ANY,
     ("GET", "/docs"): ANY,
     ("GET", "/healthz"): OPEN,
+    ("GET", "/readyz"): OPEN,
 }
 PREDICTION = {"prediction_id": "P1", "use_case": "recsys", "served_at": iso(T0)}
 EVENT = {"event_id": "E1", "prediction_id": "P1", "type": "click", "occurred_at": iso(T0 + MIN)}

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -8,6 +11,9 @@ from sqlalchemy import text
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
 from service.auth.keys import Scope
+from service.store.database import store_fault
+
+READY_TIMEOUT_S = 2.0
 
 router = APIRouter(tags=["ops"])
 
@@ -17,6 +23,24 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
     async with runtime.db.read() as conn:
         await conn.execute(text("SELECT 1"))
     return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep) -> Response:
+    """Ready while the store answers and (embedded mode) the last write succeeded: a load balancer
+    stops sending writes that cannot succeed. The window sweep keeps trying meanwhile, so readiness
+    comes back by itself once the store does."""
+    fault = runtime.write_fault
+    if fault is None:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S), runtime.db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            fault = store_fault(exc) or type(exc).__name__
+    if fault is not None:
+        body = {"status": "unavailable", "detail": [{"loc": ["store"], "field": "store", "msg": fault}]}
+        return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+    return Response(b'{"status":"ok"}', media_type="application/json")
 
 
 @router.get("/metrics", dependencies=[Depends(requires(Scope.OPS))])
