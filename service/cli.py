@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
+from service import logs
 from service.auth.keys import Scope
 from service.config import Settings
 from service.core.policy import PolicyError, load_policies
@@ -18,8 +18,12 @@ def _serve(settings: Settings) -> int:
 
     from service.api.app import create_app
 
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # Our handler for uvicorn's loggers too; the access log is ours (service/api/access_log.py).
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None, access_log=False
+    )
     return 0
 
 
@@ -51,7 +55,7 @@ def _consume(settings: Settings) -> int:
     if not settings.kafka_mode:
         print("labelloop consume: set LABELLOOP_KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     asyncio.run(consume(settings))
     return 0
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
         None, description="Run migrations when `serve` starts; default: on for SQLite, off otherwise."
     )
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line.")
 
     auth: Literal["auto", "required"] = Field(
         "auto",

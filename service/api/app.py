@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors
+from service.api.access_log import AccessLog
 from service.api.auth import Guard
 from service.api.faults import Faults
 from service.api.routes import ingest, keys, ops, reads, schema
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
     )
     errors.install(app)
     app.add_middleware(Faults)
+    app.add_middleware(AccessLog)  # outermost: it sees the status Faults answered
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(ops.router)

@@ -4,6 +4,7 @@ joiners stored, and bounded polling."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import signal
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,6 +60,22 @@ class ConsumerProcess:
 
     def output(self) -> str:
         return f"--- {self.name} ({self.log}) ---\n{self.log.read_text(errors='replace')}"
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The log's JSON lines (a line cut off by a kill is left out)."""
+        parsed = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                parsed.append(orjson.loads(line))
+        return parsed
+
+    def assignments(self) -> list[list[str]]:
+        """Every assignment the joiner logged ('topic:partition'), in order."""
+        return [
+            ast.literal_eval(line["msg"].removeprefix("assigned "))
+            for line in self.lines()
+            if line.get("logger") == "consumers.joiner" and line.get("msg", "").startswith("assigned ")
+        ]
 
     @property
     def alive(self) -> bool:

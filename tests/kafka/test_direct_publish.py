@@ -4,8 +4,6 @@ another partition than their prediction."""
 
 from __future__ import annotations
 
-import ast
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,9 +115,8 @@ async def test_events_published_straight_to_the_topic_are_joined(
 
 
 def assignment(consumer: ConsumerProcess) -> list[str]:
-    found = re.findall(r"joiner: assigned (\[.*\])", consumer.log.read_text(errors="replace"))
-    last: list[str] = ast.literal_eval(found[-1]) if found else []
-    return last
+    found = consumer.assignments()
+    return found[-1] if found else []
 
 
 async def test_event_on_another_joiners_partition_is_rescued(

@@ -17,9 +17,7 @@ produced with an explicit partition."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,8 +44,8 @@ CLICK = "E-X"
 
 def last_assignment(consumer: ConsumerProcess) -> set[str]:
     """The partitions the consumer logged last as assigned ('topic:partition')."""
-    found = re.findall(r"joiner: assigned (\[.*\])", consumer.log.read_text(errors="replace"))
-    return set(ast.literal_eval(found[-1])) if found else set()
+    found = consumer.assignments()
+    return set(found[-1]) if found else set()
 
 
 def partitions_of(assignment: set[str], topic: str) -> list[int]:

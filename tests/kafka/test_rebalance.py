@@ -7,8 +7,6 @@ no label may ever be revised."""
 
 from __future__ import annotations
 
-import ast
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,12 +37,6 @@ PREDICTIONS = WAVES * PER_WAVE
 CLICKS = PREDICTIONS // 2
 
 
-def assignments(consumer: ConsumerProcess) -> list[list[str]]:
-    """Every assignment the consumer logged, in order."""
-    found = re.findall(r"joiner: assigned (\[.*\])", consumer.log.read_text(errors="replace"))
-    return [ast.literal_eval(a) for a in found]
-
-
 async def test_two_processes_join_and_leave_mid_stream(
     kafka_settings: Settings, kafka_client: httpx.AsyncClient, pg_engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -62,7 +54,7 @@ async def test_two_processes_join_and_leave_mid_stream(
 
     with consumer_processes(tmp_path / "consumers") as pool:
         first = pool.start(s, "first")
-        await first.wait_for_log("joiner: assigned", within=30)
+        await first.wait_for_log('"msg":"assigned ', within=30)
         async with plain_producer(s.kafka_bootstrap_servers or "") as producer:
             await wave(producer)
             await wave(producer)
@@ -85,7 +77,7 @@ async def test_two_processes_join_and_leave_mid_stream(
         await wait_until(all_final, 45, "every prediction's label final", interval=0.5, diagnose=pool.output())
         assert second.alive, second.output()
         # The survivor ended up with all eight partitions of both topics.
-        assert len(assignments(second)[-1]) == 2 * s.kafka_partitions, pool.output()
+        assert len(second.assignments()[-1]) == 2 * s.kafka_partitions, pool.output()
         assert "Traceback" not in pool.output(), pool.output()
 
     assert await scalar(pg_engine, "SELECT count(*) FROM predictions") == PREDICTIONS
@@ -109,4 +101,4 @@ async def test_two_processes_join_and_leave_mid_stream(
 
 
 async def _has_assignment(consumer: ConsumerProcess) -> bool:
-    return any(assignments(consumer))
+    return any(consumer.assignments())
