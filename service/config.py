@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="Most windows closed in one transaction; a larger backlog closes over several, each kept short.",
     )
     max_batch: Annotated[int, Ge(1)] = 10_000
+    max_queued_records: Annotated[int, Ge(1)] = Field(
+        100_000, description="Records waiting for a commit beyond which new requests answer 503 (load shedding)."
+    )
+    max_queue_delay: Duration = Field(
+        timedelta(seconds=2), description="Wait of the oldest queued request beyond which new requests answer 503."
+    )
     state_capacity: Annotated[int, Ge(0)] = Field(
         100_000,
         description="Embedded mode: open predictions whose label state the API process keeps in memory (about "

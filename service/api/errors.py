@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.group_commit import Overloaded
 from service.core.validation import InvalidRecord
 from service.kafka.errors import BrokerUnavailable
 from service.store.records import RecordConflict
@@ -77,6 +78,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             {"error": "broker_unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"}
         )
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        detail = [problem(["server"], f"overloaded: {exc}; nothing was stored, retry after 1 s")]
+        return JSONResponse({"error": "overloaded", "detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(InvalidRecord)
     async def _invalid_record(request: Request, exc: InvalidRecord) -> JSONResponse:

@@ -9,9 +9,13 @@ group then gets, so no request is told its data is durable when it is not.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from service.config import Settings
 
 Work = TypeVar("Work")
 Outcome = TypeVar("Outcome")
@@ -21,17 +25,55 @@ Outcome = TypeVar("Outcome")
 Commit = Callable[[list[Work]], Awaitable[list[Outcome | Exception]]]
 
 
+class Overloaded(Exception):
+    """Refused before it was queued: the work already waiting passed a bound. Nothing was stored."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_size: int  # a group takes works up to this total size (at least one)
+    max_queued: int  # total size of the works waiting for a group
+    max_delay: float  # seconds the oldest waiting work may have waited
+
+
+def group_bounds(settings: Settings) -> Bounds:
+    return Bounds(settings.max_batch, settings.max_queued_records, settings.max_queue_delay.total_seconds())
+
+
 class GroupCommit(Generic[Work, Outcome]):
-    def __init__(self, commit: Commit[Work, Outcome], size: Callable[[Work], int], max_size: int) -> None:
+    """Under overload it sheds: a work arriving while the queue passes its bounds is refused at once
+    (Overloaded) instead of waiting longer and longer."""
+
+    def __init__(
+        self,
+        commit: Commit[Work, Outcome],
+        size: Callable[[Work], int],
+        bounds: Bounds,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._commit = commit
         self._size = size
-        self._max_size = max_size  # a group takes works up to this total size (at least one)
-        self._queue: deque[tuple[Work, asyncio.Future[Outcome]]] = deque()
+        self._bounds = bounds
+        self._clock = clock
+        self._queue: deque[tuple[Work, asyncio.Future[Outcome], float]] = deque()
+        self._queued = 0
         self._turn = asyncio.Lock()
 
+    def _admit(self, size: int) -> None:
+        if not self._queue:
+            return  # an idle queue takes anything: one work larger than the bound must still pass
+        waited = self._clock() - self._queue[0][2]
+        if waited > self._bounds.max_delay:
+            raise Overloaded(f"the oldest waiting request has waited {waited:.1f} s")
+        if self._queued + size > self._bounds.max_queued:
+            raise Overloaded(f"{self._queued} records are waiting")
+
     async def submit(self, work: Work) -> Outcome:
+        size = self._size(work)
+        self._admit(size)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        self._queue.append((work, future, self._clock()))
+        self._queued += size
         try:
             async with self._turn:
                 if not future.done():
@@ -49,11 +91,12 @@ class GroupCommit(Generic[Work, Outcome]):
         group: list[tuple[Work, asyncio.Future[Outcome]]] = []
         total = 0
         while self._queue:
-            work, future = self._queue[0]
+            work, future, _ = self._queue[0]
             size = self._size(work)
-            if group and total + size > self._max_size:
+            if group and total + size > self._bounds.max_size:
                 break
             self._queue.popleft()
+            self._queued -= size
             if future.done():  # its request was cancelled before its turn: nothing to store
                 continue
             group.append((work, future))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from service.api.group_commit import GroupCommit
+from service.api.group_commit import GroupCommit, group_bounds
 from service.api.runtime import Runtime
 from service.api.sinks import Receipt
 from service.config import Settings
@@ -28,7 +28,7 @@ class KafkaSink:
         self.runtime = runtime
         self.producer = producer
         self._group: GroupCommit[Submission, Receipt] = GroupCommit(
-            self._produce, size=lambda s: s.size, max_size=settings.max_batch
+            self._produce, size=lambda s: s.size, bounds=group_bounds(settings)
         )
 
     @classmethod

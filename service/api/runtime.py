@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from service.api.auth import Guard
-from service.api.group_commit import GroupCommit
+from service.api.group_commit import GroupCommit, group_bounds
 from service.api.sinks import Receipt, Sink
 from service.api.telemetry import Telemetry
 from service.clock import Clock, utcnow
@@ -123,7 +123,7 @@ class EmbeddedSink:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._group: GroupCommit[Submission, SubmissionResult] = GroupCommit(
-            self._commit, size=lambda s: s.size, max_size=runtime.settings.max_batch
+            self._commit, size=lambda s: s.size, bounds=group_bounds(runtime.settings)
         )
 
     async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:

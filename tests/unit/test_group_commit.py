@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.api.group_commit import GroupCommit
+from service.api.group_commit import Bounds, GroupCommit, Overloaded
 
 
 class Recorder:
@@ -40,7 +40,7 @@ async def _submit_while_held(recorder: Recorder, group: GroupCommit[str, str], w
 
 async def test_waiting_works_share_the_next_commit() -> None:
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 1e9))
     outcomes = await _submit_while_held(recorder, group, [f"w{i}" for i in range(20)])
     assert outcomes == [f"W{i}" for i in range(20)]
     assert recorder.groups == [["w0"], [f"w{i}" for i in range(1, 20)]]
@@ -48,7 +48,7 @@ async def test_waiting_works_share_the_next_commit() -> None:
 
 async def test_a_refused_work_fails_alone() -> None:
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 1e9))
     outcomes = await _submit_while_held(recorder, group, ["a", "b", "bad", "c"])
     assert outcomes[:2] == ["A", "B"]
     assert isinstance(outcomes[2], ValueError)
@@ -57,7 +57,7 @@ async def test_a_refused_work_fails_alone() -> None:
 
 async def test_a_failed_commit_fails_every_work_of_its_group() -> None:
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 1e9))
     outcomes = await _submit_while_held(recorder, group, ["first", "a", "boom", "b"])
     assert outcomes[0] == "FIRST"  # committed alone, before the failing group
     assert all(isinstance(o, RuntimeError) for o in outcomes[1:]), outcomes
@@ -66,7 +66,7 @@ async def test_a_failed_commit_fails_every_work_of_its_group() -> None:
 
 async def test_groups_are_bounded_by_size() -> None:
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, max_size=5)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, bounds=Bounds(5, 10**9, 1e9))
     outcomes = await _submit_while_held(recorder, group, ["x", "aa", "bb", "cc", "dddddddd"])
     assert outcomes == ["X", "AA", "BB", "CC", "DDDDDDDD"]
     # A work larger than the bound still gets a group of its own.
@@ -76,7 +76,7 @@ async def test_groups_are_bounded_by_size() -> None:
 async def test_a_cancelled_leader_does_not_abort_its_group() -> None:
     recorder = Recorder()
     recorder.gate.clear()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 1e9))
     leader = asyncio.create_task(group.submit("lead"))
     await recorder.entered.wait()
     leader.cancel()
@@ -92,7 +92,7 @@ async def test_a_cancelled_leader_does_not_abort_its_group() -> None:
 
 async def test_work_cancelled_before_its_turn_is_not_committed() -> None:
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, max_size=100)
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 1e9))
     recorder.gate.clear()
     first = asyncio.create_task(group.submit("first"))
     await recorder.entered.wait()
@@ -105,3 +105,43 @@ async def test_work_cancelled_before_its_turn_is_not_committed() -> None:
     assert await first == "FIRST"
     assert await kept == "KEPT"
     assert recorder.groups == [["first"], ["kept"]]
+
+
+async def test_past_the_queued_size_new_works_are_shed_at_once() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, bounds=Bounds(100, 5, 1e9))
+    outcomes = await _submit_while_held(recorder, group, ["first", "aa", "bbb", "c"])
+    # "first" is committing (not queued); "aa" + "bbb" fill the 5 queued; "c" would pass it.
+    assert outcomes[:3] == ["FIRST", "AA", "BBB"]
+    assert isinstance(outcomes[3], Overloaded)
+    assert "5 records are waiting" in str(outcomes[3])
+    assert recorder.groups == [["first"], ["aa", "bbb"]]
+    assert await group.submit("again") == "AGAIN"  # drained: admitted again
+
+
+async def test_when_the_oldest_waits_too_long_new_works_are_shed() -> None:
+    now = [0.0]
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(
+        recorder.commit, size=lambda _: 1, bounds=Bounds(100, 10**9, 2.0), clock=lambda: now[0]
+    )
+    recorder.gate.clear()
+    first = asyncio.create_task(group.submit("first"))
+    await recorder.entered.wait()
+    queued = asyncio.create_task(group.submit("queued"))
+    await asyncio.sleep(0)
+    now[0] = 1.9
+    late = asyncio.create_task(group.submit("in time"))
+    await asyncio.sleep(0)
+    now[0] = 2.5
+    with pytest.raises(Overloaded, match=r"waited 2\.5 s"):
+        await group.submit("shed")
+    recorder.gate.set()
+    assert await asyncio.gather(first, queued, late) == ["FIRST", "QUEUED", "IN TIME"]
+    assert ["shed"] not in recorder.groups
+
+
+async def test_one_work_larger_than_the_queue_bound_passes_an_idle_queue() -> None:
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, bounds=Bounds(100, 3, 1e9))
+    assert await group.submit("larger") == "LARGER"
