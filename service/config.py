@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         description="Most windows closed in one transaction; a larger backlog closes over several, each kept short.",
     )
     max_batch: Annotated[int, Ge(1)] = 10_000
+    dataset_page_bytes: Annotated[int, Ge(1)] = Field(
+        4 * 1024 * 1024,
+        description="A dataset response is read and sent in pages of at most this many bytes (or 5,000 rows).",
+    )
     max_queued_records: Annotated[int, Ge(1)] = Field(
         100_000, description="Records waiting for a commit beyond which new requests answer 503 (load shedding)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,19 +79,50 @@ _DATASET_SOURCES = (
 )
 
 
-async def dataset_page(conn: AsyncConnection, f: DatasetFilter, after: int, limit: int) -> list[tuple[Any, ...]]:
+STREAM_ROWS = 10  # rows fetched from the driver at a time: a few MB when rows are at their largest
+
+
+async def _within(
+    conn: AsyncConnection, query: Select[Any], max_bytes: int, size: Callable[[Any], int]
+) -> tuple[list[Any], bool]:
+    """The query's rows until their size reaches max_bytes (at least one row), streamed from the
+    driver so that a page of large rows is never held whole; and whether it stopped there."""
+    rows: list[Any] = []
+    total = 0
+    result = await conn.stream(query.execution_options(yield_per=STREAM_ROWS))
+    try:
+        async for row in result:
+            rows.append(row)
+            total += size(row)
+            if total >= max_bytes:
+                return rows, True
+    finally:
+        await result.close()
+    return rows, False
+
+
+def _text_size(row: Any) -> int:
+    return sum(len(v) if isinstance(v, str) else 8 for v in row)
+
+
+async def dataset_page(
+    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int
+) -> tuple[list[tuple[Any, ...]], bool]:
     """Up to `limit` labeled rows with seq > after, in seq order (a keyset page), as tuples in
-    DATASET_COLUMNS order; the JSON columns as JSON text (or None), served_at as utc_text."""
+    DATASET_COLUMNS order; the JSON columns as JSON text (or None), served_at as utc_text. Cut
+    short once the rows reach max_bytes (the flag says so)."""
     columns = [
         # JSON columns as their text: exported as they are stored, never parsed and re-encoded.
         cast(c, Text) if name in JSON_COLUMNS else utc_text(conn, c) if c is predictions.c.served_at else c
         for name, c in zip(DATASET_COLUMNS, _DATASET_SOURCES, strict=True)
     ]
-    result = await conn.execute(_dataset_query(f, after, limit, *columns))
-    return [tuple(row) for row in result]
+    rows, cut = await _within(conn, _dataset_query(f, after, limit, *columns), max_bytes, _text_size)
+    return [tuple(row) for row in rows], cut
 
 
-async def dataset_lines(conn: AsyncConnection, f: DatasetFilter, after: int, limit: int) -> list[tuple[str, int]]:
+async def dataset_lines(
+    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int
+) -> tuple[list[tuple[str, int]], bool]:
     """The same page as JSONL lines, each with its seq. The database encodes each row as a JSON
     object: in C, from the stored JSON text, where Python would build a dict and encode it
     (measured: 3x the rows/s of a SQLite export)."""
@@ -107,8 +139,9 @@ async def dataset_lines(conn: AsyncConnection, f: DatasetFilter, after: int, lim
         if conn.dialect.name == "postgresql"
         else func.json_object(*values, type_=Text)
     )
-    result = await conn.execute(_dataset_query(f, after, limit, line, predictions.c.seq))
-    return [(text, seq) for text, seq in result]
+    query = _dataset_query(f, after, limit, line, predictions.c.seq)
+    rows, cut = await _within(conn, query, max_bytes, lambda row: len(row[0]))
+    return [(text, seq) for text, seq in rows], cut
 
 
 def utc_text(conn: AsyncConnection, column: Any) -> ColumnElement[str]:

@@ -40,21 +40,25 @@ async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     return _json(found)
 
 
-Page = tuple[bytes, int, int]  # body, rows, last seq
+Page = tuple[bytes, int, int, bool]  # body, rows, last seq, cut short by the byte budget
 
 
-async def _jsonl_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int) -> Page:
-    lines = await dataset.dataset_lines(conn, filters, after, size)
+async def _jsonl_page(
+    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int
+) -> Page:
+    lines, cut = await dataset.dataset_lines(conn, filters, after, size, max_bytes)
     body = "".join(f"{line}\n" for line, _ in lines).encode()
-    return body, len(lines), lines[-1][1] if lines else after
+    return body, len(lines), lines[-1][1] if lines else after, cut
 
 
-async def _csv_page(conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int) -> Page:
+async def _csv_page(
+    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int
+) -> Page:
     """JSON columns as their JSON text, served_at as in JSONL, None as an empty cell."""
-    page = await dataset.dataset_page(conn, filters, after, size)
+    page, cut = await dataset.dataset_page(conn, filters, after, size, max_bytes)
     out = io.StringIO()
     csv.writer(out).writerows(["" if v is None else v for v in row] for row in page)
-    return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after
+    return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after, cut
 
 
 @router.get("/datasets/{use_case}", tags=["dataset"], dependencies=[Depends(requires(Scope.READ))])
@@ -92,16 +96,17 @@ async def get_dataset(
         if format == "csv":
             yield ",".join(dataset.DATASET_COLUMNS).encode() + b"\r\n"
         fetch = _csv_page if format == "csv" else _jsonl_page
+        page_bytes = runtime.settings.dataset_page_bytes
         after, remaining = since, limit
         while remaining is None or remaining > 0:
             size = PAGE if remaining is None else min(PAGE, remaining)
             async with runtime.db.read() as conn:
-                body, count, after = await fetch(conn, filters, after, size)
+                body, count, after, cut = await fetch(conn, filters, after, size, page_bytes)
             if count:
                 yield body
             if remaining is not None:
                 remaining -= count
-            if count < size:
+            if count < size and not cut:
                 return
 
     media = "text/csv" if format == "csv" else "application/x-ndjson"
