@@ -79,23 +79,28 @@ _DATASET_SOURCES = (
 )
 
 
-STREAM_ROWS = 10  # rows fetched from the driver at a time: a few MB when rows are at their largest
+STREAM_ROWS = 10  # rows the driver holds at a time: a few MB when rows are at their largest
+MAX_FETCH = 1000  # rows taken per fetch: one driver round trip each, never one per row
 
 
 async def _within(
     conn: AsyncConnection, query: Select[Any], max_bytes: int, size: Callable[[Any], int]
 ) -> tuple[list[Any], bool]:
     """The query's rows until their size reaches max_bytes (at least one row), streamed from the
-    driver so that a page of large rows is never held whole; and whether it stopped there."""
+    driver so that a page of large rows is never held whole; and whether it stopped there. Each
+    fetch asks for about as many rows as the budget has room for, at the sizes seen so far."""
     rows: list[Any] = []
     total = 0
     result = await conn.stream(query.execution_options(yield_per=STREAM_ROWS))
     try:
-        async for row in result:
-            rows.append(row)
-            total += size(row)
-            if total >= max_bytes:
-                return rows, True
+        want = STREAM_ROWS
+        while chunk := await result.fetchmany(want):
+            for row in chunk:
+                rows.append(row)
+                total += size(row)
+                if total >= max_bytes:
+                    return rows, True
+            want = max(1, min(MAX_FETCH, (max_bytes - total) * len(rows) // max(total, 1)))
     finally:
         await result.close()
     return rows, False
