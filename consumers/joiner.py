@@ -169,6 +169,7 @@ class Joiner:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_topics(self.settings)
+        await self.dead_letter_producer.check()
         consumer = self._consumer()
         await consumer.start()
         try:

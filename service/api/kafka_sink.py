@@ -37,6 +37,7 @@ class KafkaSink:
         await ensure_topics(settings)
         producer = RecordProducer(settings, client_id="labelloop-api")
         try:
+            await producer.check()
             yield cls(settings, policies, runtime, producer)
         finally:
             await producer.stop()

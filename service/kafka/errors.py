@@ -3,3 +3,7 @@
 
 class BrokerUnavailable(Exception):
     """The broker did not acknowledge in time; nothing may be reported as stored."""
+
+
+class IdempotenceRefused(Exception):
+    """The broker refused an idempotent producer: a configuration error, reported at start-up."""

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, RequestTimedOutError
 
 from service.config import Settings
-from service.kafka.errors import BrokerUnavailable
+from service.kafka.errors import BrokerUnavailable, IdempotenceRefused
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ class RecordProducer:
                     raise
                 self._producer = producer
             return self._producer
+
+    async def check(self) -> None:
+        """Start now, at start-up: a broker that refuses idempotent producers (InitProducerId
+        fails, as with Tansu) is a configuration error, said once here instead of a 503 on every
+        request. A broker that cannot be reached yet is not: the producer starts on first use."""
+        try:
+            async with asyncio.timeout(self.settings.kafka_produce_timeout.total_seconds()):
+                await self._ready()
+        except (KafkaConnectionError, RequestTimedOutError, TimeoutError, OSError) as exc:
+            log.warning("Kafka not reachable at start-up (%r); the producer starts on first use", exc)
+        except KafkaError as exc:
+            if not self.settings.kafka_idempotence:
+                raise
+            raise IdempotenceRefused(
+                f"the broker at {self.settings.kafka_bootstrap_servers} refused an idempotent producer "
+                f"(InitProducerId: {exc!r}). Apache Kafka supports them; for a broker that does not "
+                "(Tansu), set LABELLOOP_KAFKA_IDEMPOTENCE=false"
+            ) from exc
 
     async def send_all(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
         """Send (topic, messages) pairs; return once the broker acknowledged every message
