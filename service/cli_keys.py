@@ -18,21 +18,27 @@ from service.store import api_keys, migrate
 from service.store.database import create_engine
 
 
-def _write_private(path: Path, token: str) -> None:
-    """Created with its final mode (owner and group may read), never world-readable for a moment."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
-
-
 async def _create(engine: AsyncEngine, args: argparse.Namespace) -> int:
     output: Path | None = args.output
-    async with engine.begin() as conn:
-        key = await api_keys.create(conn, args.name, parse_scopes(args.scope), utcnow())
+    # The file first, created exclusively with its final mode (owner and group may read, never
+    # anyone else for a moment): a key is stored only once there is somewhere to keep it.
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640) if output else None
+    try:
+        async with engine.begin() as conn:
+            key = await api_keys.create(conn, args.name, parse_scopes(args.scope), utcnow())
+            if fd is not None:
+                os.write(fd, (key.token + "\n").encode())
+                os.fsync(fd)
+    except BaseException:
+        if output is not None:
+            os.unlink(output)  # ours: created exclusively above
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
     if output is None:
         print(f"{key.token}\n# key {key.key_id} ({args.name}): shown once, store it now")
     else:
-        _write_private(output, key.token)
         print(f"key {key.key_id} ({args.name}) written to {output}")
     return 0
 
@@ -69,6 +75,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         return await _revoke(engine, args.key_id, settings)
     except (OperationalError, ProgrammingError) as exc:
         print(f"labelloop keys: {type(exc.orig).__name__}: {exc.orig} (run `labelloop migrate`?)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"labelloop keys: {exc}; no key created", file=sys.stderr)
         return 2
     finally:
         await engine.dispose()

@@ -8,6 +8,7 @@ into a float; the standard library's parser, with hooks, tells us instead. It co
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 INT64 = range(-(2**63), 2**63)
@@ -29,9 +30,18 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # before int(): Python refuses to convert over 4,300 digits
+        raise StrictJSONError(f"integer {text[:40]} is beyond 64 bits; send it as a string")
     value = int(text)
     if value not in INT64:
         raise StrictJSONError(f"integer {text[:40]} is beyond 64 bits; send it as a string")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise StrictJSONError(f"number {text[:40]} is beyond the range of a double")
     return value
 
 
@@ -46,7 +56,9 @@ def loads(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise StrictJSONError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_int=_integer, parse_constant=_constant)
+        return json.loads(
+            text, object_pairs_hook=_object, parse_int=_integer, parse_float=_float, parse_constant=_constant
+        )
     except RecursionError as exc:
         raise StrictJSONError("nested too deep") from exc
     except json.JSONDecodeError as exc:

@@ -28,11 +28,22 @@ class Guard:
         self.refresh_interval = settings.auth_refresh.total_seconds()
         self.db = db
         self.keys = KeySet({}, enforced=True)  # closed until loaded
+        self._loading = asyncio.Lock()  # a refresh read before a revoke must not land after it
         self._refresh_log = RepeatingLog(log)
 
     async def load(self) -> None:
-        async with self.db.read() as conn:
+        async with self._loading, self.db.read() as conn:
             self.keys = await api_keys.load_keyset(conn, self.required)
+
+    async def reload_after_change(self) -> None:
+        """After a key was created or revoked here: at once if the store answers, else within
+        auth_refresh (the change itself is committed; its answer must not be an error)."""
+        try:
+            await self.load()
+        except Exception as exc:
+            log.warning(
+                "API keys not reloaded after a change (%s); the refresh will", store_fault(exc) or type(exc).__name__
+            )
 
     async def run_refresh(self) -> None:
         while True:
@@ -48,6 +59,9 @@ class Guard:
     def authorize(self, request: Request, scope: Scope | None) -> ActiveKey | None:
         """The caller's key if it grants `scope` (None: any valid key); 401/403 otherwise."""
         try:
+            if scope is Scope.ADMIN and not self.keys.enforced:
+                # Open mode lets anyone ingest and read, never mint keys: the first comes from the CLI.
+                raise Denied(401, "no API key exists yet: create the first with `labelloop keys create --scope admin`")
             return self.keys.authorize(presented_token(request.headers), scope)
         except Denied as exc:
             error = "unauthorized" if exc.status == 401 else "forbidden"

@@ -42,7 +42,8 @@ class Faults:
 
     async def _answer(self, scope: Scope, exc: Exception, send: Send) -> None:
         reason = store_fault(exc)
-        route = f"{scope['method']} {scope['path']}"
+        # The route's template, not the path: a path holds ids.
+        route = f"{scope['method']} {getattr(scope.get('route'), 'path', None) or 'unmatched'}"
         if reason is not None:
             status, error, headers = 503, "store_unavailable", [(b"retry-after", str(RETRY_AFTER_S).encode())]
             msg = f"{reason}; retry after {RETRY_AFTER_S} s (ids make a retry safe: nothing is counted twice)"

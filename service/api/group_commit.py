@@ -81,11 +81,21 @@ class GroupCommit(Generic[Work, Outcome]):
                     if group:
                         # Shielded: a leader whose request is cancelled must not abort the others' commit.
                         await asyncio.shield(self._run(group))
+            # Our work may be in a group that a cancelled leader left running: wait for it.
+            return await future
         except asyncio.CancelledError:
             future.cancel()  # still queued: never committed; already in a group: its outcome unread
+            self._forget(future, size)
             raise
-        # Our work may be in a group that a cancelled leader left running: wait for it.
-        return await future
+
+    def _forget(self, future: asyncio.Future[Outcome], size: int) -> None:
+        """A cancelled work still queued leaves the queue now: it must not hold its place in the
+        bounds (nor, at the head, look older and older to every later request)."""
+        for entry in self._queue:
+            if entry[1] is future:
+                self._queue.remove(entry)
+                self._queued -= size
+                return
 
     def _take(self) -> list[tuple[Work, asyncio.Future[Outcome]]]:
         group: list[tuple[Work, asyncio.Future[Outcome]]] = []

@@ -91,8 +91,7 @@ class KeySet:
 
 def presented_token(headers: Mapping[str, str]) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    authorization = headers.get("authorization")
-    if authorization:
-        kind, _, value = authorization.partition(" ")
-        return value.strip() if kind.lower() == "bearer" else None
-    return headers.get("x-api-key")
+    kind, _, value = headers.get("authorization", "").partition(" ")
+    if kind.lower() == "bearer":
+        return value.strip()
+    return headers.get("x-api-key")  # also beside another scheme, e.g. Basic added by a proxy

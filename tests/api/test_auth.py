@@ -126,7 +126,11 @@ async def test_a_fresh_install_is_open_until_a_key_is_created(
     client: httpx.AsyncClient, engine: AsyncEngine, runtime: Runtime
 ) -> None:
     assert (await client.post("/v1/predictions", json=PREDICTION)).status_code == 202
-    assert (await client.get("/v1/keys")).status_code == 200
+    # Open, but nobody mints keys over HTTP: the first admin key comes from the CLI.
+    minted = await client.post("/v1/keys", json={"name": "intruder", "scopes": ["admin"]})
+    assert minted.status_code == 401, minted.text
+    assert "labelloop keys create" in minted.json()["detail"][0]["msg"]
+    assert (await client.get("/v1/keys")).status_code == 401
     token = await issue(engine, runtime, Scope.INGEST)
     assert (await client.post("/v1/events", json=EVENT)).status_code == 401
     async with engine.begin() as conn:

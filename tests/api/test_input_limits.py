@@ -40,6 +40,8 @@ async def nothing_stored(client: httpx.AsyncClient, *prediction_ids: str) -> Non
         (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": 9223372036854775808}}', "beyond 64 bits"),
         (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": -9223372036854775809}}', "beyond 64 bits"),
         (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": NaN}}', "NaN is not JSON"),
+        (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": 1e400}}', "beyond the range of a double"),
+        (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": ' + b"9" * 5000 + b"}}", "beyond 64 bits"),
         (b'{"prediction_id": "P", "use_case": "recsys", "features": {"n": "\xff"}}', "not UTF-8"),
         (b"\xff\xfe{\x00}\x00", "not UTF-8"),
         (b"[" * 5000 + b"]" * 5000, "nested too deep"),

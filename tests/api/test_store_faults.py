@@ -94,6 +94,9 @@ async def test_an_unreachable_store_answers_503_and_recovers(
     getattr(proxy, fault)()
     await refused_in_time(client, "/v1/predictions", prediction("during"))
     await refused_in_time(client, "/v1/events", click("click-before", "before"))
+    dataset = await client.get("/v1/datasets/recsys")
+    assert dataset.status_code == 503, dataset.text  # answered before the stream starts
+    assert dataset.json()["error"] == "store_unavailable"
     proxy.restore()
 
     # The client retries what was refused: once stored, each counted once.

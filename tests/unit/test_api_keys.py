@@ -66,7 +66,8 @@ def test_an_unenforced_set_lets_anyone_in() -> None:
         ({"authorization": "Bearer abc"}, "abc"),
         ({"authorization": "bearer  abc "}, "abc"),
         ({"x-api-key": "abc"}, "abc"),
-        ({"authorization": "Basic abc"}, None),  # not a bearer token: no key, not X-API-Key either
+        ({"authorization": "Basic abc"}, None),  # not a bearer token
+        ({"authorization": "Basic abc", "x-api-key": "key"}, "key"),  # Basic added by a proxy
         ({}, None),
     ],
 )

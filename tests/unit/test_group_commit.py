@@ -145,3 +145,24 @@ async def test_one_work_larger_than_the_queue_bound_passes_an_idle_queue() -> No
     recorder = Recorder()
     group: GroupCommit[str, str] = GroupCommit(recorder.commit, size=len, bounds=Bounds(100, 3, 1e9))
     assert await group.submit("larger") == "LARGER"
+
+
+async def test_a_cancelled_waiting_work_leaves_the_bounds_at_once() -> None:
+    now = [0.0]
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(
+        recorder.commit, size=lambda _: 1, bounds=Bounds(100, 1, 2.0), clock=lambda: now[0]
+    )
+    recorder.gate.clear()
+    first = asyncio.create_task(group.submit("first"))
+    await recorder.entered.wait()
+    waiting = asyncio.create_task(group.submit("cancelled"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    now[0] = 10.0  # long after: a stale entry would look ten seconds old and fill the bound
+    recorder.gate.set()
+    assert await first == "FIRST"
+    assert await group.submit("next") == "NEXT"
+    assert recorder.groups == [["first"], ["next"]]

@@ -24,6 +24,7 @@ P = b'"prediction_id": "P", "use_case": "recsys", "served_at": "2026-11-02T12:00
         (b"{" + P + b', "features": {"s": "\\ud800"}}', "lone surrogate"),
         (b"{" + P + b', "model": "a/b"}', "model: Value error, holds '/'"),
         (b"[" * 3000, "nested too deep"),
+        (b"{" + P + b', "features": {"n": ' + b"1" * 5000 + b"}}", "beyond 64 bits"),  # int() would refuse it
     ],
 )
 def test_hostile_predictions_are_poison(value: bytes, reason: str) -> None:

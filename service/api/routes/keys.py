@@ -46,7 +46,7 @@ async def create_key(request: Request, runtime: RuntimeDep) -> JSONResponse:
         raise from_validation_error(exc, ["body"]) from exc
     async with runtime.db.engine.begin() as conn:
         key = await api_keys.create(conn, wanted.name, set(wanted.scopes), runtime.clock())
-    await runtime.guard.load()
+    await runtime.guard.reload_after_change()
     body = {"key_id": key.key_id, "name": wanted.name, "scopes": sorted(set(wanted.scopes)), "key": key.token}
     return JSONResponse(body, status_code=201)
 
@@ -64,5 +64,5 @@ async def revoke_key(key_id: str, runtime: RuntimeDep) -> JSONResponse:
         revoked = await api_keys.revoke(conn, key_id, runtime.clock())
     if not revoked:
         raise BadRequest(404, "not_found", [problem(["path", "key_id"], f"no active key {key_id!r}")])
-    await runtime.guard.load()
+    await runtime.guard.reload_after_change()
     return JSONResponse({"revoked": key_id})

@@ -92,22 +92,31 @@ async def get_dataset(
         final_only=final_only,
     )
 
+    fetch = _csv_page if format == "csv" else _jsonl_page
+    page_bytes = runtime.settings.dataset_page_bytes
+
+    async def page(after: int, size: int) -> Page:
+        async with runtime.db.read() as conn:
+            return await fetch(conn, filters, after, size, page_bytes)
+
+    # The first page before the response starts: a store that cannot answer is a 503, not a 200
+    # that breaks off. Later pages can only break the stream off.
+    first_size = PAGE if limit is None else min(PAGE, limit)
+    first = await page(since, first_size)
+
     async def rows() -> AsyncIterator[bytes]:
         if format == "csv":
             yield ",".join(dataset.DATASET_COLUMNS).encode() + b"\r\n"
-        fetch = _csv_page if format == "csv" else _jsonl_page
-        page_bytes = runtime.settings.dataset_page_bytes
-        after, remaining = since, limit
-        while remaining is None or remaining > 0:
-            size = PAGE if remaining is None else min(PAGE, remaining)
-            async with runtime.db.read() as conn:
-                body, count, after, cut = await fetch(conn, filters, after, size, page_bytes)
+        (body, count, after, cut), size, remaining = first, first_size, limit
+        while True:
             if count:
                 yield body
             if remaining is not None:
                 remaining -= count
-            if count < size and not cut:
+            if (count < size and not cut) or (remaining is not None and remaining <= 0):
                 return
+            size = PAGE if remaining is None else min(PAGE, remaining)
+            body, count, after, cut = await page(after, size)
 
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(rows(), media_type=media)
