@@ -62,6 +62,25 @@ async def test_poison_messages_are_dead_lettered_and_consumption_continues(
             "events",
             "occurred_at",
         ),
+        # Hostile: what a lenient parser would change, or a store could not hold.
+        "K8": (b'{"prediction_id": "K8", "use_case": "recsys", "model": "\xff"}', "predictions", "not UTF-8"),
+        "K9": (b'{"prediction_id": "K9", "use_case": "recsys", "use_case": "eta"}', "predictions", "duplicate key"),
+        "K10": (
+            b'{"prediction_id": "K10", "use_case": "recsys", "features": {"n": 18446744073709551616}}',
+            "predictions",
+            "beyond 64 bits",
+        ),
+        "K11": (body(prediction_id="K11", use_case="recsys", features={"s": "a\x00"}), "predictions", "NUL"),
+        "K12": (
+            body(prediction_id="K12", use_case="recsys", features={"big": ["x" * 60_000] * 5}),
+            "predictions",
+            "bytes as JSON",
+        ),
+        "K13": (
+            b'{"prediction_id": "K13", "use_case": "recsys", "features": ' + b'{"a":' * 40 + b"1" + b"}" * 41,
+            "predictions",
+            "deeper than 32",
+        ),
     }
     # Poison only once their prediction is stored: judged against that prediction's use case and
     # content. T: an event type of another use case (eta); R: a prediction_id re-used with other
