@@ -29,6 +29,7 @@ from service.clock import Clock, utcnow
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord, event_time
 from service.core.policy import PolicySet
+from service.core.privacy import scrub
 from service.core.validation import InvalidRecord
 from service.kafka.codec import PoisonRecord, decode_event, decode_prediction
 from service.kafka.producer import Message, RecordProducer
@@ -145,6 +146,7 @@ class Joiner:
         self.clock = clock
         self.context = LabelContext.from_settings(settings, policies)
         self.limits = settings.limits
+        self.policies = policies
         self.topics = (settings.kafka_predictions_topic, settings.kafka_events_topic)
         self.metrics = JoinerMetrics()
         self.dead_letter_producer = RecordProducer(settings, client_id="labelloop-joiner-dlq")
@@ -216,7 +218,9 @@ class Joiner:
         try:
             record: PredictionRecord | EventRecord
             if tp.topic == self.settings.kafka_predictions_topic:
-                record = decode_prediction(message.value, message.timestamp, self.limits)
+                decoded = decode_prediction(message.value, message.timestamp, self.limits)
+                # Apps producing straight to Kafka skip the API: their features are scrubbed here.
+                (record,) = scrub(self.policies, [decoded], self.settings.hash_key)
             else:
                 record = decode_event(message.value, message.timestamp, self.limits)
         except PoisonRecord as exc:

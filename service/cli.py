@@ -91,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
     settings = Settings(**overrides)
     try:
-        load_policies(settings.policies)
+        policies = load_policies(settings.policies)
     except PolicyError as exc:
         print(f"labelloop: {exc}", file=sys.stderr)
+        return 2
+    if policies.hashes_features and settings.hash_key is None:
+        print(f"labelloop: {settings.policies}: features.hash needs LABELLOOP_FEATURE_HASH_KEY", file=sys.stderr)
         return 2
     if args.command == "keys":
         return _keys(settings, args)

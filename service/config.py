@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.contract import Limits
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool | None = Field(
         None, description="Run migrations when `serve` starts; default: on for SQLite, off otherwise."
+    )
+    feature_hash_key: SecretStr | None = Field(
+        None, description="Key of the HMAC that replaces the features a policy hashes (features.hash)."
     )
     log_level: str = "info"
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line.")
@@ -111,6 +114,10 @@ class Settings(BaseSettings):
             statement=self.db_statement_timeout.total_seconds(),
             pool=self.db_pool_timeout.total_seconds(),
         )
+
+    @property
+    def hash_key(self) -> bytes | None:
+        return self.feature_hash_key.get_secret_value().encode() if self.feature_hash_key else None
 
     @property
     def limits(self) -> Limits:

@@ -18,7 +18,7 @@ from service.api.routes import ingest, keys, ops, reads, schema
 from service.api.runtime import Runtime
 from service.clock import Clock, utcnow
 from service.config import Settings
-from service.core.policy import load_policies
+from service.core.policy import PolicyError, load_policies
 from service.store import migrate
 from service.store.database import Database, create_engine
 from service.store.lease import writer_lease
@@ -47,6 +47,8 @@ def _say_who_may_call(settings: Settings, guard: Guard) -> None:
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastAPI:
     settings = settings or Settings()
     policies = load_policies(settings.policies)  # an invalid file stops start-up here
+    if policies.hashes_features and settings.hash_key is None:
+        raise PolicyError(f"{settings.policies}: features.hash needs LABELLOOP_FEATURE_HASH_KEY (the HMAC key)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

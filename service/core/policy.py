@@ -62,6 +62,23 @@ class EventRule(BaseModel):
         return self
 
 
+class FeaturePolicy(BaseModel):
+    """Feature keys kept out of the store: dropped at ingest, or replaced by a keyed hash (HMAC-SHA256
+    with LABELLOOP_FEATURE_HASH_KEY), which still joins and groups but cannot be read back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drop: frozenset[str] = frozenset()
+    hash: frozenset[str] = frozenset()
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FeaturePolicy:
+        both = self.drop & self.hash
+        if both:
+            raise ValueError(f"a feature is either dropped or hashed, not both: {sorted(both)}")
+        return self
+
+
 class UseCasePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +97,7 @@ class UseCasePolicy(BaseModel):
         LabelKind.IMPLICIT_NEGATIVE,
     )
     explicit_resolution: Literal["latest", "majority"] = "latest"
+    features: FeaturePolicy = FeaturePolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCasePolicy:
@@ -119,6 +137,10 @@ class PolicySet(BaseModel):
 
     def event_types(self) -> frozenset[str]:
         return frozenset(t for uc in self.use_cases.values() for t in uc.events)
+
+    @property
+    def hashes_features(self) -> bool:
+        return any(uc.features.hash for uc in self.use_cases.values())
 
 
 class PolicyError(Exception):

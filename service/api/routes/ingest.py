@@ -13,6 +13,7 @@ from service.api.deps import runtime_of
 from service.api.sinks import Receipt
 from service.auth.keys import Scope
 from service.contract import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
+from service.core.privacy import scrub
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -60,7 +61,8 @@ async def post_predictions(request: Request) -> Response:
     runtime.guard.authorize(request, Scope.INGEST)
     items = await read_records(request, PredictionIn, "predictions", runtime.settings)
     now = runtime.clock()
-    return _receipt(await runtime.sink.put_predictions([item.to_record(now) for item in items]))
+    records = scrub(runtime.policies, [item.to_record(now) for item in items], runtime.settings.hash_key)
+    return _receipt(await runtime.sink.put_predictions(records))
 
 
 @router.post(
