@@ -91,9 +91,14 @@ def check_json(value: Any, limits: Limits) -> int:
     return size
 
 
+def _limits(info: ValidationInfo) -> Limits:
+    """The limits passed as the validation context (Settings'), else the defaults."""
+    return info.context if isinstance(info.context, Limits) else DEFAULT_LIMITS
+
+
 def _bounded(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
     if value is not None:
-        check_json(value, info.context if isinstance(info.context, Limits) else DEFAULT_LIMITS)
+        check_json(value, _limits(info))
     return value
 
 
@@ -110,8 +115,7 @@ def _timestamp_text(value: Any) -> Any:
 
 def _scalar(value: Any, info: ValidationInfo) -> EventValue:
     if isinstance(value, str):
-        limits = info.context if isinstance(info.context, Limits) else DEFAULT_LIMITS
-        if (reason := _bad_string(value, limits)) is not None:
+        if (reason := _bad_string(value, _limits(info))) is not None:
             raise ValueError(reason)
         return value
     if value is None or isinstance(value, bool | int | float):

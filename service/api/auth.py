@@ -14,7 +14,7 @@ from service.auth.keys import ActiveKey, Denied, KeySet, Scope, presented_token
 from service.config import Settings
 from service.log_once import RepeatingLog
 from service.store import api_keys
-from service.store.database import Database, store_fault
+from service.store.database import Database, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ class Guard:
         try:
             await self.load()
         except Exception as exc:
-            log.warning(
-                "API keys not reloaded after a change (%s); the refresh will", store_fault(exc) or type(exc).__name__
-            )
+            log.warning("API keys not reloaded after a change (%s); the refresh will", failure_reason(exc))
 
     async def run_refresh(self) -> None:
         while True:
@@ -51,8 +49,9 @@ class Guard:
             try:
                 await self.load()
             except Exception as exc:  # keep the keys in force
-                reason = store_fault(exc) or type(exc).__name__
-                self._refresh_log.failed("refresh", "API keys not refreshed, the loaded ones stay in force: %s", reason)
+                self._refresh_log.failed(
+                    "refresh", "API keys not refreshed, the loaded ones stay in force: %s", failure_reason(exc)
+                )
             else:
                 self._refresh_log.recovered("refresh", "API keys refreshed again")
 

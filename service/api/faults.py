@@ -10,6 +10,7 @@ import traceback
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import problem
 from service.log_once import RepeatingLog
 from service.store.database import store_fault
 
@@ -58,7 +59,7 @@ class Faults:
                 f"bug:{type(exc).__name__}:{at}", "%s answered 500: %s at %s", route, type(exc).__name__, at
             )
         log.debug("%s", route, exc_info=exc)
-        body = orjson.dumps({"error": error, "detail": [{"loc": ["server"], "field": "server", "msg": msg}]})
+        body = orjson.dumps({"error": error, "detail": [problem(["server"], msg)]})
         await send(
             {
                 "type": "http.response.start",

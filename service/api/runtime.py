@@ -18,7 +18,7 @@ from service.core.policy import PolicySet
 from service.core.windows import combined_watermark, partition_watermark
 from service.log_once import RepeatingLog
 from service.store import feedback, watermarks
-from service.store.database import Database, store_fault
+from service.store.database import Database, failure_reason, store_fault
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
 from service.store.state import OpenPredictions
@@ -110,7 +110,7 @@ class Runtime:
             try:
                 await self.tick()
             except Exception as exc:  # keep sweeping: one failed tick must not stop window closing
-                reason = store_fault(exc) or type(exc).__name__
+                reason = failure_reason(exc)
                 self._sweep_log.failed("sweep", "window sweep failed, retrying every %.1f s: %s", interval, reason)
                 log.debug("window sweep failed", exc_info=exc)
             else:

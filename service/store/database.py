@@ -142,3 +142,9 @@ def store_fault(exc: BaseException) -> str | None:
     if isinstance(exc, OSError | TimeoutError):  # raised by the driver before SQLAlchemy wraps anything
         return f"the database could not be reached: {type(exc).__name__}"
     return None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """For a log line: the store's fault, or the exception's type (never its message, which may
+    quote what a record holds)."""
+    return store_fault(exc) or type(exc).__name__

@@ -10,8 +10,9 @@ from sqlalchemy import text
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
+from service.api.errors import problem
 from service.auth.keys import Scope
-from service.store.database import store_fault
+from service.store.database import failure_reason
 
 READY_TIMEOUT_S = 2.0
 
@@ -36,9 +37,9 @@ async def readyz(runtime: RuntimeDep) -> Response:
             async with asyncio.timeout(READY_TIMEOUT_S), runtime.db.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            fault = store_fault(exc) or type(exc).__name__
+            fault = failure_reason(exc)
     if fault is not None:
-        body = {"status": "unavailable", "detail": [{"loc": ["store"], "field": "store", "msg": fault}]}
+        body = {"status": "unavailable", "detail": [problem(["store"], fault)]}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json")
     return Response(b'{"status":"ok"}', media_type="application/json")
 
