@@ -1,4 +1,4 @@
-"""`labelloop serve | migrate | consume | keys`."""
+"""`labelloop serve | migrate | consume | keys | purge`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from service import logs
 from service.auth.keys import Scope
 from service.config import Settings
-from service.core.policy import PolicyError, load_policies
+from service.core.policy import PolicyError, PolicySet, load_policies
 
 
 def _serve(settings: Settings) -> int:
@@ -49,6 +49,37 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return run_keys(settings, args)
 
 
+def _purge(settings: Settings, policies: PolicySet, dry_run: bool) -> int:
+    """What each use case's retention let expire, deleted now (or counted, with --dry-run)."""
+    from service.clock import utcnow
+    from service.store import erasure
+    from service.store.database import Database, create_engine
+
+    retained = {uc: p.retention for uc, p in sorted(policies.use_cases.items()) if p.retention is not None}
+    if not retained:
+        print("no use case has a retention: nothing to purge")
+        return 0
+
+    async def run() -> None:
+        db = Database(create_engine(settings.database_url, "labelloop-purge", settings.timeouts))
+        now = utcnow()
+        try:
+            if dry_run:
+                async with db.read() as conn:
+                    for use_case, retention in retained.items():
+                        count = await erasure.due(conn, use_case, now - retention)
+                        print(f"{use_case}: {count} predictions served before {(now - retention).isoformat()} would go")
+                return
+            purged = await erasure.purge_expired(db, policies, now, "cli", settings.sweep_limit)
+            for use_case, gone in purged.items():
+                print(f"{use_case}: purged {gone.predictions} predictions, {gone.events} events, {gone.labels} labels")
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
 def _consume(settings: Settings) -> int:
     from consumers.main import consume
 
@@ -83,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         help="write the key alone to this file (mode 0640) instead of printing it; if the file exists, keep it "
         "and create nothing (a provisioning step can run again)",
     )
+    purge = commands.add_parser(
+        "purge", help="delete what the policies' retention let expire (the API also does, hourly)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     key_commands.add_parser("list", help="every key, active and revoked (never a secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
@@ -100,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "keys":
         return _keys(settings, args)
+    if args.command == "purge":
+        return _purge(settings, policies, args.dry_run)
     command = {"serve": _serve, "migrate": _migrate, "consume": _consume}[args.command]
     return command(settings)
 

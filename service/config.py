@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_queue_delay: Duration = Field(
         timedelta(seconds=2), description="Wait of the oldest queued request beyond which new requests answer 503."
     )
+    purge_interval: Duration = Field(
+        timedelta(hours=1),
+        description="How often the API purges what the policies' `retention` let expire (`labelloop purge` at once).",
+    )
     state_capacity: Annotated[int, Ge(0)] = Field(
         100_000,
         description="Embedded mode: open predictions whose label state the API process keeps in memory (about "

@@ -14,7 +14,7 @@ from service.api import errors
 from service.api.access_log import AccessLog
 from service.api.auth import Guard
 from service.api.faults import Faults
-from service.api.routes import ingest, keys, ops, reads, schema
+from service.api.routes import ingest, keys, ops, reads, schema, subjects
 from service.api.runtime import Runtime
 from service.clock import Clock, utcnow
 from service.config import Settings
@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
             _say_who_may_call(settings, runtime.guard)
             refresh = asyncio.create_task(runtime.guard.run_refresh(), name="labelloop-key-refresh")
             stack.push_async_callback(_cancel, refresh)
+            if any(policy.retention is not None for policy in policies.use_cases.values()):
+                purger = asyncio.create_task(runtime.run_purger(), name="labelloop-retention-purge")
+                stack.push_async_callback(_cancel, purger)
             if settings.kafka_mode:
                 # Windows are closed by the joiners (`labelloop consume`); this process only produces.
                 # Imported here: the embedded mode never loads the Kafka client.
@@ -91,5 +94,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
     app.include_router(reads.router)
     app.include_router(ops.router)
     app.include_router(keys.router)
+    app.include_router(subjects.router)
     app.include_router(schema.router)
     return app

@@ -15,9 +15,10 @@ from service.clock import Clock, utcnow
 from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
+from service.core.privacy import subject_forms
 from service.core.windows import combined_watermark, partition_watermark
 from service.log_once import RepeatingLog
-from service.store import feedback, watermarks
+from service.store import erasure, feedback, watermarks
 from service.store.database import Database, failure_reason, store_fault
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
@@ -39,6 +40,7 @@ class Runtime:
     guard: Guard = field(init=False)
     write_fault: str | None = field(default=None, init=False)  # why the last unit of work failed, if the store's fault
     _sweep_log: RepeatingLog = field(default_factory=lambda: RepeatingLog(log), init=False)
+    _purge_log: RepeatingLog = field(default_factory=lambda: RepeatingLog(log), init=False)
 
     def __post_init__(self) -> None:
         self.context = LabelContext.from_settings(self.settings, self.policies)
@@ -78,6 +80,37 @@ class Runtime:
             unit = await self.apply()
             if not unit.more_due:
                 return unit
+
+    async def erase_subject(self, subject_id: str, by: str) -> erasure.Forgotten:
+        """Erase a subject in one transaction, in this process's writer turn."""
+        async with self.db.write() as conn:
+            forgotten = await erasure.erase_subject(
+                conn, subject_forms(subject_id, self.settings.hash_key), by, self.clock()
+            )
+            # The cached open predictions may hold some of the erased: forgotten with the rest, so
+            # that the next unit of work reads the tombstones. (Erasures are rare; the cache refills.)
+            self.state.clear()
+        return forgotten
+
+    async def purge(self, by: str) -> dict[str, erasure.Forgotten]:
+        return await erasure.purge_expired(self.db, self.policies, self.clock(), by, self.settings.sweep_limit)
+
+    async def run_purger(self) -> None:
+        """Purge what retention let expire, every purge_interval, forever."""
+        interval = self.settings.purge_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                purged = await self.purge(by=erasure.RETENTION)
+            except Exception as exc:  # keep purging: the next round takes what this one could not
+                self._purge_log.failed(
+                    "purge", "retention purge failed, retrying every %.0f s: %s", interval, failure_reason(exc)
+                )
+                continue
+            self._purge_log.recovered("purge", "retention purge works again")
+            for use_case, gone in purged.items():
+                if gone.predictions:
+                    log.info("retention purged %d predictions of %s", gone.predictions, use_case)
 
     async def refresh_gauges(self) -> None:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""

@@ -15,6 +15,7 @@ LabelValue = float | int | str
 class LabelStatus(StrEnum):
     PROVISIONAL = "provisional"
     FINAL = "final"
+    ERASED = "erased"  # a dataset tombstone: its subject was erased, the trainer's copy should go too
 
 
 class Disposition(StrEnum):

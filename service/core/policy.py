@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+_SUBJECT_FIELD = re.compile(r"^(subject_id|(features|context)\.[^.\s]+)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -98,9 +99,23 @@ class UseCasePolicy(BaseModel):
     )
     explicit_resolution: Literal["latest", "majority"] = "latest"
     features: FeaturePolicy = FeaturePolicy()
+    subject: str = Field(
+        "subject_id",
+        description="Where a prediction names the person it is about, for erasure: subject_id, or a "
+        "key of features or context (features.user_id); that key's value then fills subject_id.",
+    )
+    retention: Duration | None = Field(
+        None, description="Final predictions served longer ago than this are purged (`labelloop purge`)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCasePolicy:
+        if not _SUBJECT_FIELD.match(self.subject):
+            raise ValueError("subject must be subject_id, features.<key> or context.<key>")
+        if self.subject_key in self.features.drop and self.subject.startswith("features."):
+            raise ValueError(f"{self.subject} names the subject: it cannot be dropped (hash it instead)")
+        if self.retention is not None and self.retention < self.window + self.seal_delay:
+            raise ValueError("retention must be at least window + allowed_lateness: labels must be final first")
         if self.window <= timedelta(0):
             raise ValueError("window must be positive")
         if self.allowed_lateness < timedelta(0):
@@ -122,6 +137,11 @@ class UseCasePolicy(BaseModel):
             if self.task == "binary" and rule.values and set(rule.values.values()) - {0, 1}:
                 raise ValueError(f"events.{name}: values must map to 0 or 1 in a binary task")
         return self
+
+    @property
+    def subject_key(self) -> str | None:
+        """The features or context key that names the subject, or None when it is subject_id."""
+        return None if self.subject == "subject_id" else self.subject.split(".", 1)[1]
 
     @property
     def seal_delay(self) -> timedelta:

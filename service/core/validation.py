@@ -3,9 +3,14 @@ queued. Shared by the embedded store and the Kafka-mode API."""
 
 from __future__ import annotations
 
+import re
+
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.resolution import InvalidValue, validate_value
+
+MAX_SUBJECT = 256
+_UNADDRESSABLE = re.compile(r"[/\x00-\x1f\x7f]")  # as the contract refuses in ids
 
 
 class InvalidRecord(Exception):
@@ -25,6 +30,16 @@ def check_prediction(policies: PolicySet, index: int, record: PredictionRecord) 
             index,
             "use_case",
             f"unknown use case {record.use_case!r}; known: {sorted(policies.use_cases)}",
+        )
+    subject = record.subject_id
+    if subject is not None and (len(subject) > MAX_SUBJECT or _UNADDRESSABLE.search(subject)):
+        # Only a subject taken from a features or context key can get here: the contract checks subject_id.
+        field = policies.use_cases[record.use_case].subject
+        raise InvalidRecord(
+            "predictions",
+            index,
+            field,
+            f"names the subject: at most {MAX_SUBJECT} characters, no '/' or control characters",
         )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Text, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.core.model import LabelStatus
 from service.store.tables import predictions
 
 DATASET_COLUMNS = (
@@ -57,7 +58,8 @@ def _dataset_query(f: DatasetFilter, after: int, limit: int, *columns: Any) -> S
     if f.served_to is not None:
         query = query.where(predictions.c.served_at < f.served_to)
     if f.final_only:
-        query = query.where(predictions.c.label_status == "final")
+        # Tombstones too: a copy of the final rows must learn which of them to delete.
+        query = query.where(predictions.c.label_status.in_((LabelStatus.FINAL.value, LabelStatus.ERASED.value)))
     return query
 
 

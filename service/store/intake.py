@@ -84,6 +84,8 @@ async def add_events(labeler: Labeler, submissions: Sequence[Sequence[EventRecor
         return results
     rows = []
     for _, digest, record in fresh:
+        if record.prediction_id in labeler.erased:
+            continue  # accepted and dropped: nothing about an erased prediction is stored again
         occurred_at = event_time(record, labeler.now)
         pred = preds.get(record.prediction_id)
         if pred is None:

@@ -43,6 +43,18 @@ PREDICTION_COLUMNS = (
 )
 
 
+async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> int:
+    """Hand out `count` dataset seqs for a use case; returns the last one."""
+    stmt = dialect_insert(conn, dataset_seqs)
+    result = await conn.execute(
+        stmt.values(use_case=use_case, last_seq=count)
+        .on_conflict_do_update(index_elements=["use_case"], set_={"last_seq": dataset_seqs.c.last_seq + count})
+        .returning(dataset_seqs.c.last_seq)
+    )
+    last: int = result.scalar_one()
+    return last
+
+
 def prediction_from_row(row: Any) -> OpenPrediction:
     current = None
     if row.label_kind is not None:
@@ -91,6 +103,7 @@ class Labeler:
         # Every prediction this unit read or wrote, as it now stands: its caller publishes them
         # to the state once the unit committed.
         self.seen: dict[str, OpenPrediction] = {}
+        self.erased: set[str] = set()  # ids whose prediction was erased: what comes for them is dropped
 
     def saw(self, pred: OpenPrediction) -> OpenPrediction:
         self.seen[pred.prediction_id] = pred
@@ -99,7 +112,8 @@ class Labeler:
     async def load_predictions(self, prediction_ids: Sequence[str]) -> dict[str, OpenPrediction]:
         """These predictions as this unit knows them, else as the state holds them, else from
         the store (locked until commit), in the order asked (it orders their seqs, which must not
-        depend on what the state holds); unknown ids are left out."""
+        depend on what the state holds); unknown and erased ids are left out (erased ones noted in
+        self.erased)."""
         found: dict[str, OpenPrediction] = {}
         missing = []
         for pid in prediction_ids:
@@ -116,7 +130,10 @@ class Labeler:
                 .with_for_update()
             )
             for row in result:
-                found[row.prediction_id] = self.saw(prediction_from_row(row))
+                if row.label_status == LabelStatus.ERASED:
+                    self.erased.add(row.prediction_id)
+                else:
+                    found[row.prediction_id] = self.saw(prediction_from_row(row))
         return {pid: found[pid] for pid in prediction_ids if pid in found}
 
     def join(self, pred: OpenPrediction, event: Evidence) -> Disposition:
@@ -201,7 +218,7 @@ class Labeler:
             if pred.needs_seq:
                 by_use_case[pred.use_case].append(pred)
         for use_case, needing in sorted(by_use_case.items()):
-            last = await self._reserve_seqs(use_case, len(needing))
+            last = await reserve_seqs(self.conn, use_case, len(needing))
             for offset, pred in enumerate(needing):
                 pred.seq = last - len(needing) + 1 + offset
         values = [self._row_values(p) for p in changed]
@@ -214,17 +231,6 @@ class Labeler:
             pred.stored_phase = pred.phase
             pred.needs_seq = False
             pred.touched = False
-
-    async def _reserve_seqs(self, use_case: str, count: int) -> int:
-        """Hand out `count` dataset seqs for a use case; returns the last one."""
-        stmt = dialect_insert(self.conn, dataset_seqs)
-        result = await self.conn.execute(
-            stmt.values(use_case=use_case, last_seq=count)
-            .on_conflict_do_update(index_elements=["use_case"], set_={"last_seq": dataset_seqs.c.last_seq + count})
-            .returning(dataset_seqs.c.last_seq)
-        )
-        last: int = result.scalar_one()
-        return last
 
     @staticmethod
     def _deadline_of(pred: OpenPrediction) -> datetime | None:

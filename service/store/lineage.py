@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.core.model import LabelStatus
 from service.store.database import one_of
 from service.store.records import chunks
 from service.store.tables import events, label_history, predictions
@@ -26,11 +27,18 @@ async def use_cases_of(conn: AsyncConnection, prediction_ids: list[str]) -> dict
     return found
 
 
+class Erased(Exception):
+    """The prediction was erased with its subject: it has no lineage any more."""
+
+
 async def lineage(conn: AsyncConnection, prediction_id: str) -> dict[str, Any] | None:
+    """None for an unknown prediction; Erased for an erased one."""
     row = (await conn.execute(select(predictions).where(predictions.c.prediction_id == prediction_id))).one_or_none()
     if row is None:
         return None
     p = row._mapping
+    if p["label_status"] == LabelStatus.ERASED:
+        raise Erased(prediction_id)
     event_rows = await conn.execute(
         select(events).where(events.c.prediction_id == prediction_id).order_by(events.c.occurred_at, events.c.event_id)
     )

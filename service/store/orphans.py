@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from service.core.model import Disposition, EventRecord, Evidence
 from service.core.validation import InvalidRecord, check_event
 from service.store.bulk import update_rows
 from service.store.database import one_of
 from service.store.labels import Labeler
-from service.store.records import chunks
+from service.store.records import CHUNK, chunks
 from service.store.stats import NO_USE_CASE, Stat
 from service.store.tables import events, predictions
 
@@ -33,7 +33,12 @@ async def join_orphans(labeler: Labeler, prediction_ids: list[str]) -> None:
         return
     preds = await labeler.load_predictions(sorted({o.prediction_id for o in orphans}))
     updates = []
+    dropped = [o.id for o in orphans if o.prediction_id in labeler.erased]
+    for start in range(0, len(dropped), CHUNK):
+        await labeler.conn.execute(delete(events).where(events.c.id.in_(dropped[start : start + CHUNK])))
     for orphan in orphans:
+        if orphan.prediction_id in labeler.erased:
+            continue
         pred = preds[orphan.prediction_id]
         reason = None
         try:

@@ -14,6 +14,8 @@ from service.core.model import EventRecord, PredictionRecord, Source
 from service.core.validation import InvalidRecord
 
 CHUNK = 1000  # ids per lookup: SQLite allows 32,766 parameters per statement
+# The content digest of an erased prediction: whatever is sent again under its id is a duplicate.
+ERASED_HASH = "erased"
 
 
 class RecordConflict(Exception):
@@ -70,9 +72,10 @@ def split_duplicates(
     field: str, submissions: Sequence[Sequence[Keyed]], stored: dict[str, str]
 ) -> tuple[list[Keyed], list[IngestResult]]:
     """The records to store, and each submission's accepted and duplicate counts. A record whose
-    id is stored, or came earlier in this unit, with the same content is a duplicate. With other
-    content it is a conflict: Rejected for the first submission that has one, naming its ids (as
-    "already stored" when a stored record or an earlier submission holds the id)."""
+    id is stored, or came earlier in this unit, with the same content is a duplicate, and so is
+    anything under an erased prediction's id. With other content it is a conflict: Rejected for
+    the first submission that has one, naming its ids (as "already stored" when a stored record or
+    an earlier submission holds the id)."""
     fresh: list[Keyed] = []
     results: list[IngestResult] = []
     seen = dict(stored)
@@ -87,7 +90,7 @@ def split_duplicates(
                 brought_by[key] = index
                 fresh.append((key, digest, record))
                 accepted += 1
-            elif known == digest:
+            elif known in (digest, ERASED_HASH):
                 duplicates += 1
             else:
                 conflicts.add(key)

@@ -49,6 +49,8 @@ predictions = Table(
     Column("feedback_delay_s", Float),
     Index("ix_predictions_deadline", "deadline"),
     Index("ix_predictions_use_case_seq", "use_case", "seq"),
+    Index("ix_predictions_subject_id", "subject_id"),  # erasure
+    Index("ix_predictions_use_case_served_at", "use_case", "served_at"),  # retention
 )
 
 events = Table(
@@ -182,4 +184,18 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+)
+
+# Erasures of a subject and retention purges: who, when and how many rows, never whose.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # subject | retention
+    Column("requested_by", String(ID), nullable=False),  # an API key id, or the CLI
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("use_case", String(ID)),  # retention: the use case purged
+    Column("predictions", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("labels", BigInteger, nullable=False),  # label_history rows
 )

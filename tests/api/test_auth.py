@@ -35,6 +35,8 @@ NEEDS: dict[tuple[str, str], Scope | str] = {
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("GET", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
+    ("DELETE", "/v1/subjects/{subject_id}"): Scope.ADMIN,
+    ("GET", "/v1/erasures"): Scope.ADMIN,
     ("GET", "/openapi.json"): ANY,
     ("GET", "/docs"): ANY,
     ("GET", "/healthz"): OPEN,
@@ -48,6 +50,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {  # a concrete path and JSON
     ("GET", "/v1/predictions/{prediction_id}"): ("/v1/predictions/P1", None),
     ("GET", "/v1/datasets/{use_case}"): ("/v1/datasets/recsys", None),
     ("DELETE", "/v1/keys/{key_id}"): ("/v1/keys/000000000000", None),
+    ("DELETE", "/v1/subjects/{subject_id}"): ("/v1/subjects/nobody", None),
     ("POST", "/v1/keys"): ("/v1/keys", {"name": "made-by-admin", "scopes": ["read"]}),
 }
 

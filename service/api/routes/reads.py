@@ -33,8 +33,13 @@ def _json(payload: Any) -> Response:
 @router.get("/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))])
 async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
-    async with runtime.db.read() as conn:
-        found = await lineage.lineage(conn, prediction_id)
+    try:
+        async with runtime.db.read() as conn:
+            found = await lineage.lineage(conn, prediction_id)
+    except lineage.Erased:
+        raise BadRequest(
+            410, "erased", [problem(["path", "prediction_id"], "erased with its subject: nothing about it is kept")]
+        ) from None
     if found is None:
         raise BadRequest(404, "not_found", [problem(["path", "prediction_id"], f"no prediction {prediction_id!r}")])
     return _json(found)
