@@ -1,4 +1,4 @@
-"""The installed `labelloop` command: help, and `migrate` against a real PostgreSQL database."""
+"""The installed `labelloop` command: help, `migrate` and `purge` against a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
+from service.core.policy import BUNDLED_POLICIES
 from service.store.tables import metadata
 from tests.conftest import PG_ADMIN_DSN
 from tests.e2e._process import clean_env, labelloop_command
@@ -130,3 +133,42 @@ async def test_migrate_refuses_invalid_policy_file(tmp_path: Path, throwaway_db:
     assert result.returncode == 2, result.stdout + result.stderr
     assert str(bad) in result.stderr
     assert await _tables(throwaway_db.dsn) == set()  # nothing was migrated
+
+
+async def test_purge_deletes_what_retention_let_expire(tmp_path: Path, throwaway_db: Database) -> None:
+    policies = yaml.safe_load(BUNDLED_POLICIES.read_text())
+    policies["use_cases"]["recsys"]["retention"] = "30d"
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(yaml.safe_dump(policies))
+    env = {"database_url": throwaway_db.url, "policies": str(policy_file)}
+    assert (await run_cli("migrate", cwd=tmp_path, **env)).returncode == 0
+    conn = await asyncpg.connect(throwaway_db.dsn)
+    try:
+        now = datetime.now(UTC)
+        for pid, age, phase in (("old", 40, "final"), ("recent", 1, "final"), ("old-open", 40, "closed")):
+            served = now - timedelta(days=age)
+            await conn.execute(
+                "INSERT INTO predictions (prediction_id, use_case, served_at, content_hash, received_at,"
+                " window_end, seal_at, phase) VALUES ($1, 'recsys', $2, 'h', $2, $2, $2, $3)",
+                pid,
+                served,
+                phase,
+            )
+
+        dry = await run_cli("purge", "--dry-run", cwd=tmp_path, **env)
+        assert dry.returncode == 0, dry.stderr
+        assert "recsys: 1 predictions served before" in dry.stdout
+        assert await conn.fetchval("SELECT count(*) FROM predictions") == 3
+
+        purged = await run_cli("purge", cwd=tmp_path, **env)
+        assert purged.returncode == 0, purged.stderr
+        assert "recsys: purged 1 predictions" in purged.stdout
+        kept = {r["prediction_id"] for r in await conn.fetch("SELECT prediction_id FROM predictions")}
+        assert kept == {"recent", "old-open"}  # a label not final yet is never purged
+        audit = await conn.fetch("SELECT kind, requested_by, predictions FROM erasures")
+        assert [tuple(a) for a in audit] == [("retention", "cli", 1)]
+    finally:
+        await conn.close()
+
+    none = await run_cli("purge", cwd=tmp_path, database_url=throwaway_db.url)
+    assert (none.returncode, none.stdout.strip()) == (0, "no use case has a retention: nothing to purge")
