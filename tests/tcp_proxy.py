@@ -15,6 +15,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.refusing = False
+        self.accepted = 0  # connections that reached the target
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -51,6 +52,7 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
+        self.accepted += 1
         self._open |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
         for w in (writer, up_writer):
