@@ -31,7 +31,7 @@ async def readyz(runtime: RuntimeDep) -> Response:
     """Ready while the store answers and (embedded mode) the last write succeeded: a load balancer
     stops sending writes that cannot succeed. The window sweep keeps trying meanwhile, so readiness
     comes back by itself once the store does."""
-    fault = runtime.write_fault
+    fault = runtime.write_fault or runtime.db.disk_fault()
     if fault is None:
         try:
             async with asyncio.timeout(READY_TIMEOUT_S), runtime.db.read() as conn:
