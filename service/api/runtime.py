@@ -52,9 +52,13 @@ class Runtime:
         """One unit of work in its own transaction; the open predictions it touched are published
         to the state only once it committed."""
         async with self.db.writing:
+            # After a fault a unit of work writes, even one with nothing to store: a commit that
+            # wrote nothing (an idle sweep) would prove nothing, and /readyz would turn ready while
+            # writes still fail (measured: a full disk, SQLite).
+            probe = self.write_fault is not None
             try:
                 async with self.db.engine.begin() as conn:
-                    unit = await ingest(conn, self.context, self.clock(), submissions, self.state)
+                    unit = await ingest(conn, self.context, self.clock(), submissions, self.state, probe=probe)
             except Rejected:
                 raise  # rolled back before any commit: the state still matches the store
             except BaseException as exc:

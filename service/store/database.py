@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -99,6 +100,28 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    def disk_fault(self) -> str | None:
+        """SQLite: why the database's filesystem cannot take writes (read-only, or full), else None.
+        A commit on a full disk can still fit where a failed one left room, so a small write
+        succeeding does not mean that records fit (measured on a full tmpfs)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        try:
+            fs = os.statvfs(os.path.dirname(os.path.abspath(database)))
+        except OSError as exc:
+            return f"the database's filesystem cannot be examined: {type(exc).__name__}"
+        if fs.f_flag & os.ST_RDONLY:
+            return "the database's filesystem is read-only"
+        free = fs.f_bavail * fs.f_frsize
+        if free < SQLITE_MIN_FREE_BYTES:
+            return f"the database's filesystem is full ({free} bytes free)"
+        return None
+
+
+# Below this much free space beside a SQLite database, a write may not fit: not ready.
+SQLITE_MIN_FREE_BYTES = 1 << 20
 
 
 def one_of(conn: AsyncConnection, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:

@@ -84,7 +84,12 @@ class UnitResult:
 
 
 async def _embedded_watermark(
-    conn: AsyncConnection, ctx: LabelContext, times: list[datetime], now: datetime, known: PartitionProgress | None
+    conn: AsyncConnection,
+    ctx: LabelContext,
+    times: list[datetime],
+    now: datetime,
+    known: PartitionProgress | None,
+    probe: bool = False,
 ) -> PartitionProgress:
     """The watermark's stored half after these arrivals, saved when it moved. known: as the
     writer last committed it, else read from the store."""
@@ -92,7 +97,7 @@ async def _embedded_watermark(
         stored = await watermarks.load(conn, [EMBEDDED_WATERMARK])
         known = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
     state = observe(known.state, times, now)
-    if state == known.state:
+    if state == known.state and not probe:
         return known
     progress = replace(known, state=state)
     await watermarks.save(conn, {EMBEDDED_WATERMARK: progress})
@@ -128,13 +133,16 @@ async def ingest(
     now: datetime,
     submissions: Sequence[Submission] = (),
     state: OpenPredictions | None = None,
+    probe: bool = False,
 ) -> UnitResult:
     """Embedded mode: one watermark for everything this store receives. With no submissions, the
     periodic step: the watermark may follow the wall clock, and orphans are tended (wall-clock
     work that need not cost every request a statement). state: the writer's open predictions,
-    which the caller publishes after the commit (unit.predictions)."""
+    which the caller publishes after the commit (unit.predictions). probe: store the watermark
+    even if it did not move, so that the commit proves the store takes writes again."""
     times = [t for submission in submissions for t in submission.event_times(now)]
-    progress = await _embedded_watermark(conn, ctx, times, now, None if state is None else state.watermark)
+    known = None if state is None else state.watermark
+    progress = await _embedded_watermark(conn, ctx, times, now, known, probe)
     watermark = effective_watermark(progress.state, now, ctx.allowed_disorder, ctx.idle_timeout)
     unit = await _apply(conn, ctx, now, watermark, submissions, tend_orphans=not submissions, state=state)
     return replace(unit, progress=progress)

@@ -28,10 +28,10 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> Response:
-    """Ready while the store answers and (embedded mode) the last write succeeded: a load balancer
-    stops sending writes that cannot succeed. The window sweep keeps trying meanwhile, so readiness
-    comes back by itself once the store does."""
-    fault = runtime.write_fault
+    """Ready while the store answers, (embedded mode) the last write succeeded and (SQLite) the
+    database's filesystem has room: a load balancer stops sending writes that cannot succeed. The
+    window sweep keeps writing meanwhile, so readiness comes back by itself once the store does."""
+    fault = runtime.write_fault or runtime.db.disk_fault()
     if fault is None:
         try:
             async with asyncio.timeout(READY_TIMEOUT_S), runtime.db.read() as conn:
