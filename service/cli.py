@@ -1,4 +1,4 @@
-"""`labelloop serve | migrate | consume | keys | purge | export`."""
+"""`labelloop serve | migrate | consume | keys | purge | export | advise`."""
 
 from __future__ import annotations
 
@@ -80,35 +80,6 @@ def _purge(settings: Settings, policies: PolicySet, dry_run: bool) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from service.client import Client, LabelloopError
-    from service.export import export
-
-    options = {"url": args.url} if args.url else {}
-    with (
-        Client.from_env(**options) as client,
-        Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar,
-    ):
-        task = bar.add_task(f"{args.use_case}: 0 rows")
-        try:
-            rows, last_seq = export(
-                client,
-                args.use_case,
-                args.format,
-                args.output,
-                since=args.since,
-                final_only=args.final_only,
-                progress=lambda n: bar.update(task, description=f"{args.use_case}: {n:,} rows"),
-            )
-        except LabelloopError as exc:
-            print(f"labelloop export: {exc}", file=sys.stderr)
-            return 1
-    print(f"{rows} rows written to {args.output}; next time: --since {last_seq}")
-    return 0
-
-
 def _consume(settings: Settings) -> int:
     from consumers.main import consume
 
@@ -152,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--since", type=int, default=0, help="only rows changed after this seq")
     export.add_argument("--final-only", action="store_true", help="only labels that can no longer change")
     export.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000)")
+    advise = commands.add_parser("advise", help="the window a use case needs for a target fake-negative rate")
+    advise.add_argument("use_case")
+    advise.add_argument("--target", type=float, default=0.02, help="the fake-negative rate to stay under")
+    advise.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000)")
     purge = commands.add_parser(
         "purge", help="delete what the policies' retention let expire (the API also does, hourly)"
     )
@@ -161,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key_id")
     args = parser.parse_args(argv)
 
-    if args.command == "export":
-        return _export(args)  # a client of the API: no settings of the server's
+    if args.command in ("export", "advise"):  # clients of the API: no settings of the server's
+        from service import cli_client
+
+        return cli_client.run_export(args) if args.command == "export" else cli_client.run_advise(args)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
     settings = Settings(**overrides)
     try:
