@@ -102,7 +102,6 @@ class Load:
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
-        s = self.settings
         while not self.stopping.is_set():
             await self._wave()
             with contextlib.suppress(TimeoutError):
@@ -113,7 +112,6 @@ class Load:
         while self.late:
             await self._late_due()
             await asyncio.sleep(0.1)
-        assert not self.late, s
 
     async def _wave(self) -> None:
         s, w = self.settings, self.workload
@@ -170,8 +168,8 @@ def _event(event_id: str, prediction_id: str, type: str, at: datetime, value: in
 # -- the kills ------------------------------------------------------------------------------------
 
 
-def postgres_ports(pid: int) -> set[int]:
-    """Local ports of the process's TCP connections to PostgreSQL (port 5432), from /proc."""
+def postgres_ports(pid: int, server_port: int) -> set[int]:
+    """Local ports of the process's TCP connections to the PostgreSQL server, from /proc."""
     inodes = set()
     with contextlib.suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -185,14 +183,14 @@ def postgres_ports(pid: int) -> set[int]:
             for line in f.readlines()[1:]:
                 parts = line.split()
                 local, remote, inode = parts[1], parts[2], parts[9]
-                if inode in inodes and remote.rsplit(":", 1)[1] == "1538":  # 5432
+                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == server_port:
                     ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
 
 
 async def in_transaction(engine: AsyncEngine, consumer: ConsumerProcess) -> bool:
     """Whether the joiner holds a database transaction open right now (a batch in flight)."""
-    ports = postgres_ports(consumer.process.pid)
+    ports = postgres_ports(consumer.process.pid, engine.url.port or 5432)
     if not ports:
         return False
     found: int = await scalar(
