@@ -26,7 +26,9 @@ async def consume(settings: Settings) -> None:
             await migrate.upgrade(engine)
         joiner = Joiner(settings, policies, Database(engine))
         if settings.consumer_metrics_port:
-            start_http_server(settings.consumer_metrics_port, registry=joiner.metrics.registry)
+            start_http_server(
+                settings.consumer_metrics_port, addr=settings.consumer_metrics_host, registry=joiner.metrics.registry
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

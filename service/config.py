@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     consumer_metrics_port: Annotated[int, Ge(0), Le(65535)] | None = Field(
         None, description="Serve the joiner's Prometheus metrics on this port."
     )
+    consumer_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Where the joiner's metrics listen (counts only, no key checked): loopback unless a scraper "
+        "on a private network needs it (compose: 0.0.0.0, port not published).",
+    )
 
     @property
     def timeouts(self) -> Timeouts:

@@ -20,6 +20,8 @@ from service.kafka.topics import ensure_topics
 from service.store import lineage
 from service.store.ingest import Submission
 
+READY_TIMEOUT_S = 2.0  # a readiness probe's metadata request
+
 
 class KafkaSink:
     def __init__(self, settings: Settings, policies: PolicySet, runtime: Runtime, producer: RecordProducer) -> None:
@@ -41,6 +43,10 @@ class KafkaSink:
             yield cls(settings, policies, runtime, producer)
         finally:
             await producer.stop()
+
+    async def fault(self) -> str | None:
+        topics = (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
+        return await self.producer.fault(topics, READY_TIMEOUT_S)
 
     async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:
         for index, record in enumerate(records):

@@ -163,6 +163,9 @@ class EmbeddedSink:
             self._commit, size=lambda s: s.size, bounds=group_bounds(runtime.settings)
         )
 
+    async def fault(self) -> str | None:
+        return None  # the store is the sink: /readyz checks it
+
     async def put_predictions(self, records: Sequence[PredictionRecord]) -> Receipt:
         result = (await self._group.submit(Submission(predictions=records))).predictions
         self.runtime.telemetry.record("predictions", result.accepted, result.duplicates)

@@ -69,6 +69,24 @@ class RecordProducer:
                 "(Tansu), set LABELLOOP_KAFKA_IDEMPOTENCE=false"
             ) from exc
 
+    async def fault(self, topics: Sequence[str], within_s: float) -> str | None:
+        """Why records could not be produced now (a broker unreachable, a topic missing or a
+        partition without leader), from a metadata request; None when they could."""
+        try:
+            async with asyncio.timeout(within_s):
+                producer = await self._ready()
+                cluster = await producer.client.fetch_all_metadata()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await self._discard()
+            return f"Kafka unreachable: {type(exc).__name__}"
+        for topic in topics:
+            partitions = cluster.partitions_for_topic(topic)
+            if not partitions:
+                return f"Kafka topic {topic} does not exist"
+            if len(cluster.available_partitions_for_topic(topic) or ()) < len(partitions):
+                return f"Kafka topic {topic} has partitions without a leader"
+        return None
+
     async def send_all(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
         """Send (topic, messages) pairs; return once the broker acknowledged every message
         (acks=all), else raise BrokerUnavailable."""

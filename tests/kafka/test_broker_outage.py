@@ -1,5 +1,5 @@
 """The API in Kafka mode while its broker goes away and comes back: a clear 503 within the produce
-timeout, then 202 again, without restarting the app.
+timeout and /readyz failing, then 202 again, without restarting the app.
 
 The broker is this test's own (a fixed port, so it can come back on the same address). Its
 storage is memory only: after the restart the topics are created again, as persistent storage
@@ -55,8 +55,12 @@ async def test_broker_outage_answers_503_then_recovers(
     ):
         response = await client.post("/v1/events", json=event(0))
         assert response.status_code == 202, response.text
+        assert (await client.get("/readyz")).status_code == 200
 
         own_broker.stop()
+        ready = await client.get("/readyz")  # no write needed to notice: a metadata probe
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["detail"][0]["field"] == "kafka"
         for n in (1, 2):  # the first answer after the loss, and one from the rebuilt producer
             started = time.monotonic()
             response = await client.post("/v1/events", json=event(n))
@@ -83,6 +87,7 @@ async def test_broker_outage_answers_503_then_recovers(
             assert time.monotonic() < deadline, f"no 202 within 30 s of the broker's return: {answers}"
             await asyncio.sleep(0.5)
         assert response.json() == {"accepted": 1, "duplicates": None}
+        assert (await client.get("/readyz")).status_code == 200
 
     # Acknowledged means in the topic: the event accepted after the restart is there.
     (message,) = await read_topic(own_broker.bootstrap, settings.kafka_events_topic, 1)

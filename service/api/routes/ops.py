@@ -28,18 +28,22 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> Response:
-    """Ready while the store answers, (embedded mode) the last write succeeded and (SQLite) the
-    database's filesystem has room: a load balancer stops sending writes that cannot succeed. The
-    window sweep keeps writing meanwhile, so readiness comes back by itself once the store does."""
-    fault = runtime.write_fault or runtime.db.disk_fault()
+    """Ready while the store answers, (embedded mode) the last write succeeded, (SQLite) the
+    database's filesystem has room and (Kafka mode) the broker has our topics' partition leaders:
+    a load balancer stops sending writes that cannot succeed. The window sweep keeps writing
+    meanwhile, so readiness comes back by itself once the store does."""
+    part, fault = "store", runtime.write_fault or runtime.db.disk_fault()
     if fault is None:
+        part, fault = "kafka", await runtime.sink.fault()
+    if fault is None:
+        part = "store"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S), runtime.db.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             fault = failure_reason(exc)
     if fault is not None:
-        body = {"status": "unavailable", "detail": [problem(["store"], fault)]}
+        body = {"status": "unavailable", "detail": [problem([part], fault)]}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json")
     return Response(b'{"status":"ok"}', media_type="application/json")
 
