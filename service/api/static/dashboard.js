@@ -51,8 +51,7 @@
     for (const [k, v] of Object.entries(attrs)) {
       if (v === null || v === undefined) continue;
       if (k === "class") node.className = v;
-      else if (k.startsWith("data-")) node.setAttribute(k, typeof v === "string" ? v : JSON.stringify(v));
-      else node.setAttribute(k, v);
+      else node.setAttribute(k, String(v));
     }
     for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     return node;
@@ -65,7 +64,7 @@
   }
   // A figure the test reads back: data-figure names it, data-value holds the raw JSON value.
   function figure(name, value, text, scope) {
-    return el("span", { class: "value", "data-figure": name, "data-scope": scope, "data-value": value ?? null }, text);
+    return el("span", { class: "value", "data-figure": name, "data-scope": scope, "data-value": JSON.stringify(value ?? null) }, text);
   }
   function card(label, name, value, text, warn) {
     return el("div", { class: warn ? "card warn" : "card" }, el("div", { class: "label" }, label), figure(name, value, text, "summary"));
@@ -225,7 +224,7 @@
   function lineChart(periods, series, { log = false, fmt = fmtCount, title = "" } = {}) {
     const W = 440;
     const H = 170;
-    const pad = { l: 52, r: 10, t: 12, b: 28 };
+    const pad = { l: 52, r: 20, t: 12, b: 28 };
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
     chart.append(svg("title", {}, title));
     const all = series.flatMap((s) => s.values).filter((v) => v !== null && (!log || v > 0));
@@ -546,9 +545,11 @@
       $("status").textContent =
         `${sel.use_case}: predictions served ${hours.from ? fmtTime(hours.from) : "since the start"} to ${hours.to ? fmtTime(hours.to) : "now"} · updated ${new Date().toLocaleTimeString()}`;
       $("status").className = "";
+      // What this render shows, for whoever checks it against the API (tests/e2e/test_dashboard.py).
       const query = new URLSearchParams();
-      for (const [k, v] of Object.entries({ use_case: sel.use_case, ...range })) if (v) query.set(k, v);
+      for (const [k, v] of Object.entries({ use_case: sel.use_case, ...range, trend: sel.trend })) if (v) query.set(k, v);
       document.body.dataset.query = query.toString();
+      document.body.dataset.model = JSON.stringify({ model: sel.model, model_version: sel.model_version });
       document.body.dataset.state = "ready";
     } catch (err) {
       if (err instanceof NeedsKey) {
