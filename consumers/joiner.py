@@ -132,6 +132,12 @@ class JoinerMetrics:
             "labelloop_joiner_dead_letters", "Records sent to the dead-letter topic.", registry=self.registry
         )
         self.batches = Counter("labelloop_joiner_batches", "Batches committed.", registry=self.registry)
+        self.lag = Gauge(
+            "labelloop_joiner_consumer_lag_records",
+            "Records in the broker beyond this joiner's position, per owned partition (at its last fetch).",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self.waiting = Gauge(
             "labelloop_joiner_waiting_records",
             "Records fetched and not yet applied: ahead in event time of a partition not read to its end.",
@@ -153,6 +159,7 @@ class Joiner:
         self._in_flight = asyncio.Lock()
         self._in_step: InStep[TopicPartition, Fetched] = InStep()
         self._more_due = False  # the last sweep stopped at its limit: poll again at once
+        self._lag_reported: set[tuple[str, str]] = set()  # partitions whose lag the gauge shows
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -230,10 +237,19 @@ class Joiner:
     async def _unread(self, consumer: AIOKafkaConsumer) -> set[TopicPartition]:
         """Owned partitions with records in the broker beyond what was fetched."""
         unread = set()
-        for tp in consumer.assignment():
+        owned = consumer.assignment()
+        for tp in owned:
             end = consumer.highwater(tp)  # from the last fetch; None before any
-            if end is None or await consumer.position(tp) < end:
+            if end is None:
                 unread.add(tp)
+                continue
+            position = await consumer.position(tp)
+            if position < end:
+                unread.add(tp)
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        for labels in list(self._lag_reported - {(tp.topic, str(tp.partition)) for tp in owned}):
+            self.metrics.lag.remove(*labels)  # handed over: its new owner reports it
+        self._lag_reported = {(tp.topic, str(tp.partition)) for tp in owned if consumer.highwater(tp) is not None}
         return unread
 
     def _reports(

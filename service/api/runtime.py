@@ -16,9 +16,8 @@ from service.config import Settings
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.privacy import subject_forms
-from service.core.windows import combined_watermark, partition_watermark
 from service.log_once import RepeatingLog
-from service.store import erasure, feedback, watermarks
+from service.store import erasure, feedback
 from service.store.database import Database, failure_reason, store_fault
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
@@ -116,28 +115,29 @@ class Runtime:
                 if gone.predictions:
                     log.info("retention purged %d predictions of %s", gone.predictions, use_case)
 
+    @property
+    def watermark_times(self) -> feedback.WatermarkTimes:
+        ctx = self.context
+        return feedback.WatermarkTimes(ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
+
+    @property
+    def kafka_topics(self) -> tuple[str, str] | None:
+        """The topics whose partitions make the watermark in Kafka mode; None in embedded mode."""
+        if not self.settings.kafka_mode:
+            return None
+        return (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
+
     async def refresh_gauges(self) -> None:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""
-        topics = (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
         async with self.db.read() as conn:
             pending = await feedback.pending_by_use_case(conn)
-            dead_letters = await feedback.dead_letters(conn)
-            partitions = await watermarks.load_all(conn) if self.settings.kafka_mode else {}
+            state = await feedback.pipeline(conn, self.clock(), self.watermark_times, self.kafka_topics)
         for use_case, count in pending.items():
             self.telemetry.pending.labels(use_case).set(count)
-        self.telemetry.dead_letters.set(dead_letters)
-        if partitions:
-            now = self.clock()
-            ctx = self.context
-            watermark = combined_watermark(
-                [
-                    partition_watermark(p, now, ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
-                    for name, p in partitions.items()
-                    if name.rsplit(":", 1)[0] in topics
-                ]
-            )
-            if watermark is not None:
-                self.telemetry.watermark_lag.set((now - watermark).total_seconds())
+        self.telemetry.dead_letters.set(state["dead_letters"])
+        # Embedded mode sets the lag as each unit of work commits.
+        if state["mode"] == "kafka" and state["watermark_lag_s"] is not None:
+            self.telemetry.watermark_lag.set(state["watermark_lag_s"])
 
     async def run_ticker(self) -> None:
         """Advance the idle watermark and close due windows, forever."""

@@ -32,6 +32,8 @@ NEEDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/v1/datasets/{use_case}"): Scope.READ,
     ("GET", "/v1/metrics/feedback-loop"): Scope.OPS,
     ("GET", "/v1/advice/window"): Scope.OPS,
+    ("GET", "/v1/metrics/models"): Scope.OPS,
+    ("GET", "/v1/metrics/pipeline"): Scope.OPS,
     ("GET", "/metrics"): Scope.OPS,
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("GET", "/v1/keys"): Scope.ADMIN,
@@ -42,6 +44,10 @@ NEEDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/docs"): ANY,
     ("GET", "/healthz"): OPEN,
     ("GET", "/readyz"): OPEN,
+    # The dashboard's static shell: no data in it; its requests carry the operator's ops key.
+    ("GET", "/dashboard"): OPEN,
+    ("GET", "/dashboard/dashboard.js"): OPEN,
+    ("GET", "/dashboard/dashboard.css"): OPEN,
 }
 PREDICTION = {"prediction_id": "P1", "use_case": "recsys", "served_at": iso(T0)}
 EVENT = {"event_id": "E1", "prediction_id": "P1", "type": "click", "occurred_at": iso(T0 + MIN)}

@@ -12,6 +12,8 @@ from service.api.runtime import Runtime
 from tests.conftest import T0, FakeClock
 from tests.helpers import MIN, Timeline
 
+HOUR = timedelta(hours=1)
+
 
 async def test_feedback_delay_per_event_type(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock) -> None:
     t = Timeline(client, runtime, clock)
@@ -122,3 +124,80 @@ async def test_delays_since_an_hour_add_its_partial_day_to_the_whole_days_after(
     assert await click_delays((midnight + timedelta(hours=4)).isoformat()) == (3, 16)
     assert await click_delays((midnight + day).isoformat()) == (2, 16)  # whole days only
     assert await click_delays((midnight + day + timedelta(hours=2)).isoformat()) == (1, 16)
+
+
+async def test_until_trend_and_histograms_count_every_click_once(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    """`until` closes the served range (to the end of its hour); `trend=hour|day` adds each event
+    type's histogram and the figures per served hour or day, which add up to the range's."""
+    t = Timeline(client, runtime, clock)
+    day = timedelta(days=1)
+    midnight = T0.replace(hour=0)
+    served = {  # prediction -> (served at, click delay in seconds)
+        "before": (midnight - timedelta(hours=2), 1),
+        "first-day": (midnight + timedelta(hours=13), 2),
+        "first-day-too": (midnight + timedelta(hours=13, minutes=30), 3),
+        "whole-day": (midnight + day + timedelta(hours=6), 40),
+        "last-day": (midnight + 2 * day + timedelta(hours=1), 300),
+        "after": (midnight + 2 * day + timedelta(hours=5), 7),
+    }
+    for pid, (at, delay) in served.items():
+        await t.predict(pid, at, model="ranker", model_version="8" if pid == "whole-day" else "7")
+        await t.event(pid, "click", at + timedelta(seconds=delay))
+
+    since, until = midnight + timedelta(hours=12), midnight + 2 * day + timedelta(hours=1, minutes=10)
+    base = {"use_case": "recsys", "since": since.isoformat(), "until": until.isoformat()}
+    plain = (await client.get("/v1/metrics/feedback-loop", params=base)).json()["use_cases"]["recsys"]
+    assert plain["served"] == 4  # first-day (2), whole-day, last-day (served 01:00, until's hour)
+    assert plain["feedback_delay"]["click"]["count"] == 4
+    assert plain["feedback_delay"]["click"]["max_s"] == 300
+    assert "trend" not in plain
+    assert "histogram" not in plain["feedback_delay"]["click"]
+
+    for granularity, periods in (("hour", 3), ("day", 3)):
+        response = await client.get("/v1/metrics/feedback-loop", params={**base, "trend": granularity})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["trend_granularity"] == granularity
+        assert answer["served_hours"] == {"from": since.isoformat(), "to": (until.replace(minute=0) + HOUR).isoformat()}
+        detailed = answer["use_cases"]["recsys"]
+        histogram = detailed["feedback_delay"]["click"].pop("histogram")
+        assert {k: v for k, v in detailed.items() if k != "trend"} == plain
+        assert sum(b["count"] for b in histogram) == 4
+        assert [b["le_s"] for b in histogram] == sorted(b["le_s"] for b in histogram)
+        trend = detailed["trend"]
+        assert len(trend) == periods
+        assert sum(p["served"] for p in trend) == 4
+        assert sum(p["feedback_delay"]["click"]["count"] for p in trend) == 4
+        assert max(p["feedback_delay"]["click"]["max_s"] for p in trend) == 300
+    hourly = (await client.get("/v1/metrics/feedback-loop", params={**base, "trend": "hour"})).json()
+    assert [p["start"] for p in hourly["use_cases"]["recsys"]["trend"]] == [
+        (midnight + timedelta(hours=13)).isoformat(),
+        (midnight + day + timedelta(hours=6)).isoformat(),
+        (midnight + 2 * day + timedelta(hours=1)).isoformat(),
+    ]
+    assert [p["served"] for p in hourly["use_cases"]["recsys"]["trend"]] == [2, 1, 1]
+
+    unbounded = await client.get("/v1/metrics/feedback-loop", params={"use_case": "recsys", "trend": "hour"})
+    assert unbounded.status_code == 422
+    assert unbounded.json()["detail"][0]["field"] == "query.trend"
+    everything = (await client.get("/v1/metrics/feedback-loop", params={"trend": "day"})).json()
+    assert sum(p["served"] for p in everything["use_cases"]["recsys"]["trend"]) == 6
+    backwards = await client.get(
+        "/v1/metrics/feedback-loop", params={**base, "since": until.isoformat(), "until": since.isoformat()}
+    )
+    assert backwards.status_code == 422
+
+    models = (await client.get("/v1/metrics/models", params=base)).json()["use_cases"]["recsys"]
+    assert [(m["model"], m["model_version"], m["served"]) for m in models] == [("ranker", "7", 3), ("ranker", "8", 1)]
+    assert sum(m["labels_by_kind"]["behavioral"] for m in models) == plain["labels_by_kind"]["behavioral"]
+    only = (await client.get("/v1/metrics/models", params={**base, "model_version": "8"})).json()["use_cases"]
+    assert [m["served"] for m in only["recsys"]] == [1]
+    assert (await client.get("/v1/metrics/models", params={"use_case": "nope"})).status_code == 404
+
+    pipeline = (await client.get("/v1/metrics/pipeline")).json()
+    assert pipeline["mode"] == "embedded"
+    assert pipeline["max_event_time"] == (served["after"][0] + timedelta(seconds=7)).isoformat()
+    assert pipeline["watermark_lag_s"] is not None
+    assert (pipeline["dead_letters"], pipeline["recent_dead_letters"]) == (0, [])

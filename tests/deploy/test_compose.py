@@ -342,6 +342,8 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     assert expected <= shipped
     assert "migrations/script.py.mako" in shipped
     assert "service/policies/default.yaml" in names
+    # The dashboard's page, script and stylesheet (package data, no build step).
+    assert {f"service/api/static/dashboard.{ext}" for ext in ("html", "js", "css")} <= names
     runs = " ".join(rest for k, rest in dockerfile_instructions() if k == "RUN")
     assert "pip install ." in runs
     ignored = (ROOT / ".dockerignore").read_text().split()

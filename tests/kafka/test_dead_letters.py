@@ -179,6 +179,13 @@ async def test_poison_messages_are_dead_lettered_and_consumption_continues(
     assert figures["use_cases"]["recsys"]["served"] == labeled
     exposition = (await kafka_client.get("/metrics")).text
     assert f"labelloop_dead_letters {float(len(every))}" in exposition
+    # The dashboard's pipeline read: the count and the latest ones with their reason.
+    pipeline = (await kafka_client.get("/v1/metrics/pipeline")).json()
+    assert pipeline["mode"] == "kafka"
+    assert pipeline["dead_letters"] == len(every)
+    recent = pipeline["recent_dead_letters"]
+    assert len(recent) == min(len(every), 20)
+    assert all(d["reason"] and d["topic"] for d in recent)
 
 
 async def _count(engine: AsyncEngine, sql: str) -> int:

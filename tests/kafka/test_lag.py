@@ -61,7 +61,7 @@ async def test_lagging_joiner_makes_no_fake_negatives(
     await asyncio.sleep(6)  # no joiner: on the wall clock every window and its lateness are over
     assert await scalar(pg_engine, "SELECT count(*) FROM predictions") == 0
 
-    async with running_joiner(s):
+    async with running_joiner(s) as joiner:
 
         async def all_final() -> bool:
             return await scalar(pg_engine, "SELECT count(*) FROM predictions WHERE label_status = 'final'") == (
@@ -69,6 +69,20 @@ async def test_lagging_joiner_makes_no_fake_negatives(
             )
 
         await wait_until(all_final, 40, "every prediction's label final", interval=0.3)
+
+        def consumer_lag() -> dict[tuple[str, str], float]:
+            return {
+                (sample.labels["topic"], sample.labels["partition"]): sample.value
+                for family in joiner.metrics.registry.collect()
+                if family.name == "labelloop_joiner_consumer_lag_records"
+                for sample in family.samples
+            }
+
+        async def read_to_the_end() -> bool:
+            return bool(consumer_lag()) and set(consumer_lag().values()) == {0.0}
+
+        await wait_until(read_to_the_end, 20, "the joiner's consumer lag at 0", interval=0.3)
+        assert {topic for topic, _ in consumer_lag()} == {s.kafka_predictions_topic, s.kafka_events_topic}
 
     assert await final_label_mix(pg_engine) == {("behavioral", 1): CLICKS, ("implicit_negative", 0): CLICKS}
     found = await rows(pg_engine, "SELECT prediction_id, label_kind, revision FROM predictions")
@@ -98,3 +112,10 @@ async def test_lagging_joiner_makes_no_fake_negatives(
     assert recsys["served"] == PREDICTIONS
     assert recsys["labels_by_kind"] == {"explicit": 0, "behavioral": CLICKS, "natural": 0, "implicit_negative": CLICKS}
     assert recsys["events"] == {"click": CLICKS}
+
+    pipeline = (await kafka_client.get("/v1/metrics/pipeline")).json()
+    assert pipeline["mode"] == "kafka"
+    topics = {p["partition"].rsplit(":", 1)[0] for p in pipeline["partitions"]}
+    assert topics == {s.kafka_predictions_topic, s.kafka_events_topic}
+    assert pipeline["partitions_behind"] == 0
+    assert pipeline["watermark"] is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -127,18 +128,66 @@ async def get_dataset(
     return StreamingResponse(rows(), media_type=media)
 
 
-@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
-async def get_feedback_loop(
-    runtime: RuntimeDep, use_case: str | None = None, since: AwareDatetime | None = None
-) -> Response:
-    """Per use case and event type: feedback delay quantiles, label mix, pending, coverage, late
-    events, revisions, clock skew. `since` selects predictions served from that hour on."""
+def _known_use_case(runtime: RuntimeDep, use_case: str | None) -> None:
     if use_case is not None and use_case not in runtime.policies.use_cases:
         raise BadRequest(
             404,
             "not_found",
             [problem(["query", "use_case"], f"unknown use case; known: {sorted(runtime.policies.use_cases)}")],
         )
+
+
+def _range(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and until <= since:
+        raise BadRequest(422, "validation_error", [problem(["query", "until"], "until must be after since")])
+
+
+@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+async def get_feedback_loop(
+    runtime: RuntimeDep,
+    use_case: str | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="Predictions served from this hour on.")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Predictions served before this (to the hour).")] = None,
+    trend: Annotated[
+        Literal["hour", "day"] | None,
+        Query(description="Add each event type's delay histogram and the figures per served hour or day."),
+    ] = None,
+) -> Response:
+    """Per use case and event type: feedback delay quantiles, label mix, pending, coverage, late
+    events, revisions, clock skew. `since` and `until` select predictions by served hour."""
+    _known_use_case(runtime, use_case)
+    _range(since, until)
+    try:
+        async with runtime.db.read() as conn:
+            report = await feedback.feedback_loop(
+                conn, use_case, since, sorted(runtime.policies.use_cases), until=until, trend=trend
+            )
+    except feedback.RangeTooLong as exc:
+        raise BadRequest(422, "validation_error", [problem(["query", "trend"], str(exc))]) from None
+    return _json(report)
+
+
+@router.get("/metrics/models", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+async def get_models(
+    runtime: RuntimeDep,
+    use_case: str | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    model: str | None = None,
+    model_version: str | None = None,
+) -> Response:
+    """Per use case, model and version: served, current labels by kind, coverage, pending; counted
+    from the predictions (the feedback-loop counters have no model dimension)."""
+    _known_use_case(runtime, use_case)
+    _range(since, until)
     async with runtime.db.read() as conn:
-        report = await feedback.feedback_loop(conn, use_case, since, sorted(runtime.policies.use_cases))
+        report = await feedback.by_model(conn, feedback.Served.between(use_case, since, until), model, model_version)
+    return _json(report)
+
+
+@router.get("/metrics/pipeline", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+async def get_pipeline(runtime: RuntimeDep) -> Response:
+    """The watermark and its lag; in Kafka mode each partition's progress; the dead letters."""
+    async with runtime.db.read() as conn:
+        report = await feedback.pipeline(conn, runtime.clock(), runtime.watermark_times, runtime.kafka_topics)
     return _json(report)
