@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_serializer, model_validator
 
 _SUBJECT_FIELD = re.compile(r"^(subject_id|(features|context)\.[^.\s]+)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -71,6 +74,10 @@ class FeaturePolicy(BaseModel):
 
     drop: frozenset[str] = frozenset()
     hash: frozenset[str] = frozenset()
+
+    @field_serializer("drop", "hash")
+    def _sorted(self, names: frozenset[str]) -> list[str]:
+        return sorted(names)  # a set's order varies from run to run; the digest must not
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeaturePolicy:
@@ -137,6 +144,12 @@ class UseCasePolicy(BaseModel):
             if self.task == "binary" and rule.values and set(rule.values.values()) - {0, 1}:
                 raise ValueError(f"events.{name}: values must map to 0 or 1 in a binary task")
         return self
+
+    @cached_property
+    def digest(self) -> str:
+        """The version of this policy: every label records the digest of the policy that made it."""
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     @property
     def subject_key(self) -> str | None:

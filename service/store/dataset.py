@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, func, literal_column, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import LabelStatus
-from service.store.tables import predictions
+from service.store.tables import dataset_seqs, label_history, predictions
 
 DATASET_COLUMNS = (
     "prediction_id",
@@ -40,13 +40,81 @@ class DatasetFilter:
     served_from: datetime | None = None
     served_to: datetime | None = None
     final_only: bool = False
+    as_of: int | None = None  # the dataset as it stood at this seq, from the label history
 
 
-def _dataset_query(f: DatasetFilter, after: int, limit: int, *columns: Any) -> Select[Any]:
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where the rows come from: each DATASET_COLUMNS column, the seq and status to filter and
+    order by, the FROM clause and the conditions that pick the use case's rows."""
+
+    columns: tuple[ColumnElement[Any], ...]
+    seq: ColumnElement[Any]
+    status: ColumnElement[Any]
+    select_from: Any
+    where: tuple[ColumnElement[bool], ...]
+
+
+_PREDICTION_FIELDS = (
+    predictions.c.prediction_id,
+    predictions.c.model,
+    predictions.c.model_version,
+    predictions.c.served_at,
+    predictions.c.subject_id,
+    predictions.c.features,
+    predictions.c.output,
+)
+
+
+def _source(f: DatasetFilter) -> _Source:
+    if f.as_of is None:  # the current rows: one per prediction, its latest label
+        label = (
+            predictions.c.label,
+            predictions.c.label_kind,
+            predictions.c.label_status,
+            predictions.c.label_sources,
+            predictions.c.feedback_delay_s,
+            predictions.c.revision,
+            predictions.c.seq,
+        )
+        return _Source(
+            (*_PREDICTION_FIELDS, *label),
+            predictions.c.seq,
+            predictions.c.label_status,
+            predictions,
+            (predictions.c.use_case == f.use_case,),
+        )
+    # As of a seq: each prediction's last label revision with a seq up to it.
+    history, later = label_history, label_history.alias("later")
+    superseded = (
+        select(later.c.id)
+        .where(later.c.prediction_id == history.c.prediction_id, later.c.seq > history.c.seq, later.c.seq <= f.as_of)
+        .exists()
+    )
+    label = (
+        history.c.label,
+        history.c.kind,
+        history.c.status,
+        history.c.sources,
+        history.c.feedback_delay_s,
+        history.c.revision,
+        history.c.seq,
+    )
+    return _Source(
+        (*_PREDICTION_FIELDS, *label),
+        history.c.seq,
+        history.c.status,
+        history.join(predictions, predictions.c.prediction_id == history.c.prediction_id),
+        (predictions.c.use_case == f.use_case, history.c.seq <= f.as_of, ~superseded),
+    )
+
+
+def _dataset_query(f: DatasetFilter, source: _Source, after: int, limit: int, *columns: Any) -> Select[Any]:
     query = (
         select(*columns)
-        .where(predictions.c.use_case == f.use_case, predictions.c.seq > after)
-        .order_by(predictions.c.seq)
+        .select_from(source.select_from)
+        .where(*source.where, source.seq > after)
+        .order_by(source.seq)
         .limit(limit)
     )
     if f.model is not None:
@@ -59,26 +127,8 @@ def _dataset_query(f: DatasetFilter, after: int, limit: int, *columns: Any) -> S
         query = query.where(predictions.c.served_at < f.served_to)
     if f.final_only:
         # Tombstones too: a copy of the final rows must learn which of them to delete.
-        query = query.where(predictions.c.label_status.in_((LabelStatus.FINAL.value, LabelStatus.ERASED.value)))
+        query = query.where(source.status.in_((LabelStatus.FINAL.value, LabelStatus.ERASED.value)))
     return query
-
-
-_DATASET_SOURCES = (
-    predictions.c.prediction_id,
-    predictions.c.model,
-    predictions.c.model_version,
-    predictions.c.served_at,
-    predictions.c.subject_id,
-    predictions.c.features,
-    predictions.c.output,
-    predictions.c.label,
-    predictions.c.label_kind,
-    predictions.c.label_status,
-    predictions.c.label_sources,
-    predictions.c.feedback_delay_s,
-    predictions.c.revision,
-    predictions.c.seq,
-)
 
 
 STREAM_ROWS = 10  # rows the driver holds at a time: a few MB when rows are at their largest
@@ -118,12 +168,13 @@ async def dataset_page(
     """Up to `limit` labeled rows with seq > after, in seq order (a keyset page), as tuples in
     DATASET_COLUMNS order; the JSON columns as JSON text (or None), served_at as utc_text. Cut
     short once the rows reach max_bytes (the flag says so)."""
+    source = _source(f)
     columns = [
         # JSON columns as their text: exported as they are stored, never parsed and re-encoded.
         cast(c, Text) if name in JSON_COLUMNS else utc_text(conn, c) if c is predictions.c.served_at else c
-        for name, c in zip(DATASET_COLUMNS, _DATASET_SOURCES, strict=True)
+        for name, c in zip(DATASET_COLUMNS, source.columns, strict=True)
     ]
-    rows, cut = await _within(conn, _dataset_query(f, after, limit, *columns), max_bytes, _text_size)
+    rows, cut = await _within(conn, _dataset_query(f, source, after, limit, *columns), max_bytes, _text_size)
     return [tuple(row) for row in rows], cut
 
 
@@ -133,8 +184,9 @@ async def dataset_lines(
     """The same page as JSONL lines, each with its seq. The database encodes each row as a JSON
     object: in C, from the stored JSON text, where Python would build a dict and encode it
     (measured: 3x the rows/s of a SQLite export)."""
+    source = _source(f)
     values: list[Any] = []
-    for name, column in zip(DATASET_COLUMNS, _DATASET_SOURCES, strict=True):
+    for name, column in zip(DATASET_COLUMNS, source.columns, strict=True):
         value: ColumnElement[Any] = column
         if column is predictions.c.served_at:
             value = utc_text(conn, column)
@@ -146,7 +198,7 @@ async def dataset_lines(
         if conn.dialect.name == "postgresql"
         else func.json_object(*values, type_=Text)
     )
-    query = _dataset_query(f, after, limit, line, predictions.c.seq)
+    query = _dataset_query(f, source, after, limit, line, source.seq)
     rows, cut = await _within(conn, query, max_bytes, lambda row: len(row[0]))
     return [(text, seq) for text, seq in rows], cut
 
@@ -161,3 +213,9 @@ def utc_text(conn: AsyncConnection, column: Any) -> ColumnElement[str]:
 
 
 JSON_COLUMNS = frozenset({"features", "output", "label", "sources"})
+
+
+async def last_seq(conn: AsyncConnection, use_case: str) -> int:
+    """The last seq handed out for a use case: what a dataset read now reflects (0: none yet)."""
+    result = await conn.execute(select(dataset_seqs.c.last_seq).where(dataset_seqs.c.use_case == use_case))
+    return int(result.scalar_one_or_none() or 0)

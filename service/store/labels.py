@@ -270,4 +270,5 @@ class Labeler:
             "feedback_delay_s": pred.feedback_delay_s,
             "recorded_at": self.now,
             "watermark": self.watermark,
+            "policy": self.policies.use_cases[pred.use_case].digest,
         }

@@ -107,6 +107,7 @@ async def lineage(conn: AsyncConnection, prediction_id: str) -> dict[str, Any] |
                     "feedback_delay_s",
                     "recorded_at",
                     "watermark",
+                    "policy",
                 )
             }
             for h in history_rows

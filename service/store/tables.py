@@ -89,7 +89,9 @@ label_history = Table(
     Column("feedback_delay_s", Float),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("watermark", UTCDateTime),
+    Column("policy", String(16)),  # the digest of the use case's policy that made this label
     Index("ix_label_history_prediction_id", "prediction_id"),
+    Index("ix_label_history_seq", "seq"),  # datasets as of a seq
 )
 
 # The last dataset seq handed out per use case. Incrementing it locks the row until commit, so

@@ -331,3 +331,19 @@ def test_valid_variant_loads(tmp_path: Path, bundled_raw: dict[str, Any]) -> Non
 def test_explicit_mappings_must_fit_the_task(task: str, rule: dict[str, object], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         UseCasePolicy.model_validate({"task": task, "window": "1h", "events": {"e": rule}})
+
+
+def test_the_policy_digest_names_its_content(tmp_path: Path, bundled_raw: dict[str, Any]) -> None:
+    first = load_policies(BUNDLED_POLICIES).use_cases["recsys"]
+    assert first.digest == load_policies(BUNDLED_POLICIES).use_cases["recsys"].digest
+    changed = copy.deepcopy(bundled_raw)
+    changed["use_cases"]["recsys"]["window"] = "20m"
+    assert load_policies(_write(tmp_path, "w.yaml", changed)).use_cases["recsys"].digest != first.digest
+    one, other = copy.deepcopy(bundled_raw), copy.deepcopy(bundled_raw)
+    one["use_cases"]["recsys"]["features"] = {"drop": ["a", "b", "c"]}
+    other["use_cases"]["recsys"]["features"] = {"drop": ["c", "a", "b"]}
+    digests = {
+        load_policies(_write(tmp_path, f"{n}.yaml", raw)).use_cases["recsys"].digest
+        for n, raw in (("1", one), ("2", other))
+    }
+    assert len(digests) == 1  # the order a set is written in is no part of the policy

@@ -79,9 +79,14 @@ async def get_dataset(
     served_to: AwareDatetime | None = None,
     final_only: bool = False,
     format: Literal["jsonl", "csv"] = "jsonl",
+    as_of: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="The dataset exactly as it stood at this seq.")
+    ] = None,
 ) -> StreamingResponse:
     """Labeled rows in seq order, streamed page by page in constant memory. Keep the last row's
-    `seq` and pass it as `since` to pull only what changed: new labels, revisions, newly final."""
+    `seq` and pass it as `since` to pull only what changed: new labels, revisions, newly final.
+    X-Labelloop-Seq: the seq the answer reflects (record it, pass it as `as_of` to get the same
+    rows again); X-Labelloop-Policy: the digest of the use case's policy in force."""
     if use_case not in runtime.policies.use_cases:
         raise BadRequest(
             404,
@@ -96,7 +101,17 @@ async def get_dataset(
         served_from=served_from,
         served_to=served_to,
         final_only=final_only,
+        as_of=as_of,
     )
+    async with runtime.db.read() as conn:
+        reflected = await dataset.last_seq(conn, use_case)
+    if as_of is not None and as_of > reflected:
+        detail = [problem(["query", "as_of"], f"beyond the last seq, {reflected}: that dataset does not exist yet")]
+        raise BadRequest(422, "validation_error", detail)
+    headers = {
+        "X-Labelloop-Seq": str(reflected if as_of is None else as_of),
+        "X-Labelloop-Policy": runtime.policies.use_cases[use_case].digest,
+    }
 
     fetch = _csv_page if format == "csv" else _jsonl_page
     page_bytes = runtime.settings.dataset_page_bytes
@@ -125,7 +140,7 @@ async def get_dataset(
             body, count, after, cut = await page(after, size)
 
     media = "text/csv" if format == "csv" else "application/x-ndjson"
-    return StreamingResponse(rows(), media_type=media)
+    return StreamingResponse(rows(), media_type=media, headers=headers)
 
 
 def _known_use_case(runtime: RuntimeDep, use_case: str | None) -> None:
