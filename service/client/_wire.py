@@ -171,15 +171,25 @@ class Outbox:
         self.waiting[kind].extend(records)
 
     def due(self, now: float, interval: float) -> bool:
-        return len(self) >= self.batch_size or (self.oldest is not None and now - self.oldest >= interval)
+        return self.full() or self.expired(now, interval)
 
-    def take(self) -> list[tuple[Kind, list[dict[str, Any]]]]:
-        """Everything waiting, as batches of at most batch_size, predictions first."""
+    def full(self) -> bool:
+        return any(len(records) >= self.batch_size for records in self.waiting.values())
+
+    def expired(self, now: float, interval: float) -> bool:
+        return self.oldest is not None and now - self.oldest >= interval
+
+    def take(self, whole_batches_only: bool = False) -> list[tuple[Kind, list[dict[str, Any]]]]:
+        """What is waiting, as batches of at most batch_size, predictions first; with
+        whole_batches_only, just the full batches (the rest waits for more, or for its time)."""
         batches = []
         for kind in KINDS:
-            records, self.waiting[kind] = self.waiting[kind], []
-            batches += [(kind, records[i : i + self.batch_size]) for i in range(0, len(records), self.batch_size)]
-        self.oldest = None
+            records = self.waiting[kind]
+            end = len(records) - len(records) % self.batch_size if whole_batches_only else len(records)
+            batches += [(kind, records[i : min(i + self.batch_size, end)]) for i in range(0, end, self.batch_size)]
+            self.waiting[kind] = records[end:]
+        if not len(self):
+            self.oldest = None
         return batches
 
     def put_back(self, kind: Kind, records: list[dict[str, Any]], now: float) -> None:

@@ -150,12 +150,14 @@ class AsyncClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
-            if self._outbox.due(time.monotonic(), self._interval):
+            if self._outbox.expired(time.monotonic(), self._interval):
                 await self._send_waiting()
+            elif self._outbox.full():
+                await self._send_waiting(whole_batches_only=True)  # the rest waits for more, or its time
 
-    async def _send_waiting(self) -> None:
+    async def _send_waiting(self, whole_batches_only: bool = False) -> None:
         async with self._sending:
-            batches = self._outbox.take()
+            batches = self._outbox.take(whole_batches_only)
             for number, (kind, batch) in enumerate(batches):
                 try:
                     await self._deliver(kind, batch)

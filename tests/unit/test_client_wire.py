@@ -60,3 +60,13 @@ def test_retry_honours_retry_after_and_backs_off_within_the_cap() -> None:
     assert retry.delay(0, "60") == 4.0
     assert 0.25 <= retry.delay(0, None) <= 0.5
     assert 2.0 <= retry.delay(10, "Wed, 21 Oct 2026 07:28:00 GMT") <= 4.0
+
+
+def test_a_full_batch_goes_alone_and_the_rest_waits_for_its_time() -> None:
+    outbox = Outbox(batch_size=2, capacity=10)
+    outbox.add("events", [{"n": i} for i in range(5)], now=0.0)
+    assert outbox.full()
+    assert not outbox.expired(now=0.5, interval=1.0)
+    assert [len(b) for _, b in outbox.take(whole_batches_only=True)] == [2, 2]
+    assert outbox.waiting["events"] == [{"n": 4}]
+    assert outbox.expired(now=1.0, interval=1.0)  # the one left keeps its age
