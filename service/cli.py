@@ -1,4 +1,4 @@
-"""`labelloop serve | migrate | consume | keys | purge`."""
+"""`labelloop serve | migrate | consume | keys | purge | simulate`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,34 @@ def _consume(settings: Settings) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from service.simulate.command import run_simulate
+
+    return run_simulate(
+        args.scenario,
+        rate=args.rate,
+        duration=args.duration,
+        grace=args.grace,
+        seed=args.seed,
+        url=args.url,
+        as_json=args.json,
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number at least 0, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="labelloop", description="Streaming natural-label collection. Settings: LABELLOOP_* variables."
@@ -121,7 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("list", help="every key, active and revoked (never a secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic traffic (predictions, then their events) to a running service, then compare its figures",
+    )
+    simulate.add_argument("--scenario", choices=["recsys", "eta", "fraud"], default="recsys")
+    simulate.add_argument("--rate", type=_positive, default=20.0, help="predictions per second (default 20)")
+    simulate.add_argument("--duration", type=_positive, default=30.0, help="seconds of serving (default 30)")
+    simulate.add_argument(
+        "--grace",
+        type=_not_negative,
+        default=5.0,
+        help="seconds after serving stops to send the events due by then; later ones never happen (default 5)",
+    )
+    simulate.add_argument("--seed", type=int, help="reproduce a run's traffic (default: random, printed)")
+    simulate.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000); the key: LABELLOOP_API_KEY")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     args = parser.parse_args(argv)
+    if args.command == "simulate":  # a client: no database, no policies of its own
+        return _simulate(args)
 
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
     settings = Settings(**overrides)
