@@ -56,5 +56,5 @@ def run_simulate(
     if as_json:
         sys.stdout.write(json.dumps(summary.as_json(), indent=2) + "\n")
     else:
-        render(summary, Console())
+        render(summary, Console() if sys.stdout.isatty() else Console(width=120))  # a log: no 80-column squeeze
     return 1 if summary.sent.refused or summary.sent.undelivered else 0
