@@ -126,4 +126,4 @@ def render(summary: Summary, console: Console) -> None:
     if agrees is not None:
         notes.append("[green]the service agrees with what was sent[/]" if agrees else "[red]the service disagrees[/]")
     for note in notes:
-        console.print(note)
+        console.print(note, highlight=False)
