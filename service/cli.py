@@ -1,4 +1,4 @@
-"""`labelloop serve | migrate | consume | keys | purge | export | advise`."""
+"""`labelloop serve | migrate | consume | keys | purge | export | advise | simulate`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,34 @@ def _consume(settings: Settings) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from service.simulate.command import run_simulate
+
+    return run_simulate(
+        args.scenario,
+        rate=args.rate,
+        duration=args.duration,
+        grace=args.grace,
+        seed=args.seed,
+        url=args.url,
+        as_json=args.json,
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number at least 0, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="labelloop", description="Streaming natural-label collection. Settings: LABELLOOP_* variables."
@@ -134,9 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("list", help="every key, active and revoked (never a secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic traffic (predictions, then their events) to a running service, then compare its figures",
+    )
+    simulate.add_argument("--scenario", choices=["recsys", "eta", "fraud"], default="recsys")
+    simulate.add_argument("--rate", type=_positive, default=20.0, help="predictions per second (default 20)")
+    simulate.add_argument("--duration", type=_positive, default=30.0, help="seconds of serving (default 30)")
+    simulate.add_argument(
+        "--grace",
+        type=_not_negative,
+        default=5.0,
+        help="seconds after serving stops to send the events due by then; later ones never happen (default 5)",
+    )
+    simulate.add_argument("--seed", type=int, help="reproduce a run's traffic (default: random, printed)")
+    simulate.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000); the key: LABELLOOP_API_KEY")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     args = parser.parse_args(argv)
-
-    if args.command in ("export", "advise"):  # clients of the API: no settings of the server's
+    # Clients of a running API: no database, no settings or policies of the server's.
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command in ("export", "advise"):
         from service import cli_client
 
         return cli_client.run_export(args) if args.command == "export" else cli_client.run_advise(args)

@@ -98,6 +98,7 @@ async def test_help_lists_commands(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
     assert "migrate" in result.stdout
+    assert "simulate" in result.stdout
     assert "LABELLOOP_" in result.stdout
 
 
