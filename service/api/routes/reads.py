@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
-from service.api.errors import BadRequest, problem
+from service.api.errors import BadRequest, problem, responses
 from service.auth.keys import Scope
 from service.store import dataset, feedback, lineage
 
@@ -30,7 +30,12 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.get("/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))])
+_READ = responses(401, 403, 404, 422, 503, said={403: "The key lacks the read scope."})
+
+
+@router.get(
+    "/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))], responses=_READ
+)
 async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
     async with runtime.db.read() as conn:
@@ -61,7 +66,22 @@ async def _csv_page(
     return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after, cut
 
 
-@router.get("/datasets/{use_case}", tags=["dataset"], dependencies=[Depends(requires(Scope.READ))])
+_ROWS = {"schema": {"type": "string"}}
+
+
+@router.get(
+    "/datasets/{use_case}",
+    tags=["dataset"],
+    dependencies=[Depends(requires(Scope.READ))],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One row per labeled prediction: JSON lines, or CSV with a header row.",
+            "content": {"application/x-ndjson": _ROWS, "text/csv": _ROWS},
+        },
+        **_READ,
+    },
+)
 async def get_dataset(
     use_case: str,
     runtime: RuntimeDep,
@@ -122,7 +142,12 @@ async def get_dataset(
     return StreamingResponse(rows(), media_type=media)
 
 
-@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+@router.get(
+    "/metrics/feedback-loop",
+    tags=["metrics"],
+    dependencies=[Depends(requires(Scope.OPS))],
+    responses=responses(401, 403, 404, 422, 503, said={403: "The key lacks the ops scope."}),
+)
 async def get_feedback_loop(
     runtime: RuntimeDep, use_case: str | None = None, since: AwareDatetime | None = None
 ) -> Response:
