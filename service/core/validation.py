@@ -6,6 +6,7 @@ from __future__ import annotations
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.resolution import InvalidValue, validate_value
+from service.core.windows import deadlines
 
 
 class InvalidRecord(Exception):
@@ -26,6 +27,13 @@ def check_prediction(policies: PolicySet, index: int, record: PredictionRecord) 
             "use_case",
             f"unknown use case {record.use_case!r}; known: {sorted(policies.use_cases)}",
         )
+    if record.served_at is not None:
+        try:
+            deadlines(policies.use_cases[record.use_case], record.served_at)
+        except OverflowError:
+            raise InvalidRecord(
+                "predictions", index, "served_at", "so late that its window and seal would end after the year 9999"
+            ) from None
 
 
 def check_event(policies: PolicySet, index: int, record: EventRecord, use_case: str | None) -> None:

@@ -13,6 +13,7 @@ from service.api.body import body_schema, read_json
 from service.api.deps import RuntimeDep
 from service.api.errors import BadRequest, from_validation_error, problem, responses
 from service.auth.keys import Scope
+from service.contract import Id
 from service.store import api_keys
 from service.store.api_keys import KeyInfo
 
@@ -64,7 +65,7 @@ async def list_keys(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.delete("/{key_id}", responses=responses(404, 422, said={404: "No active key by that id."}))
-async def revoke_key(key_id: str, runtime: RuntimeDep) -> JSONResponse:
+async def revoke_key(key_id: Id, runtime: RuntimeDep) -> JSONResponse:
     async with runtime.db.engine.begin() as conn:
         revoked = await api_keys.revoke(conn, key_id, runtime.clock())
     if not revoked:

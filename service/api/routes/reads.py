@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
 from service.api.errors import BadRequest, problem, responses
 from service.auth.keys import Scope
+from service.contract import Id, Instant, Name
 from service.store import dataset, feedback, lineage
 
 router = APIRouter(prefix="/v1")
@@ -36,7 +36,7 @@ _READ = responses(401, 403, 404, 422, 503, said={403: "The key lacks the read sc
 @router.get(
     "/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))], responses=_READ
 )
-async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
+async def get_prediction(prediction_id: Id, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
     async with runtime.db.read() as conn:
         found = await lineage.lineage(conn, prediction_id)
@@ -87,10 +87,10 @@ async def get_dataset(
     runtime: RuntimeDep,
     since: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only rows changed after this seq.")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-    model: str | None = None,
-    model_version: str | None = None,
-    served_from: AwareDatetime | None = None,
-    served_to: AwareDatetime | None = None,
+    model: Name | None = None,
+    model_version: Name | None = None,
+    served_from: Instant | None = None,
+    served_to: Instant | None = None,
     final_only: bool = False,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
@@ -148,9 +148,7 @@ async def get_dataset(
     dependencies=[Depends(requires(Scope.OPS))],
     responses=responses(401, 403, 404, 422, 503, said={403: "The key lacks the ops scope."}),
 )
-async def get_feedback_loop(
-    runtime: RuntimeDep, use_case: str | None = None, since: AwareDatetime | None = None
-) -> Response:
+async def get_feedback_loop(runtime: RuntimeDep, use_case: str | None = None, since: Instant | None = None) -> Response:
     """Per use case and event type: feedback delay quantiles, label mix, pending, coverage, late
     events, revisions, clock skew. `since` selects predictions served from that hour on."""
     if use_case is not None and use_case not in runtime.policies.use_cases:
