@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint migrate clean bench bench-quick soak
+.PHONY: help install run test lint migrate clean bench bench-quick soak fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: lint  ## lint, then every test (needs PostgreSQL on 127.0.0.1:5432)
 
 soak: $(STAMP)  ## 50 rounds of kill -9 of Kafka joiners under load (CI runs 10), a few minutes
 	LABELLOOP_SOAK_ROUNDS=50 $(BIN)/pytest tests/kafka/test_kill_loop.py -s
+
+fuzz: $(STAMP)  ## the API against its OpenAPI, 500 examples per operation (LABELLOOP_FUZZ_EXAMPLES=...)
+	LABELLOOP_FUZZ_EXAMPLES=$${LABELLOOP_FUZZ_EXAMPLES:-500} LABELLOOP_FUZZ_RANDOM=1 $(BIN)/pytest tests/api/test_fuzz.py
 
 clean:  ## remove the virtual environment and local databases
 	rm -rf $(VENV) labelloop.db labelloop.db-wal labelloop.db-shm labelloop.db.writers

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -123,7 +123,18 @@ def _scalar(value: Any, info: ValidationInfo) -> EventValue:
     raise ValueError("must be a boolean, a number or a string")
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
+def _in_utc(value: datetime) -> datetime:
+    # The store keeps UTC, and an offset can carry an instant past the calendar's ends:
+    # 0001-01-01T00:00:00+00:10 is in the year 0 in UTC.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the years 1 to 9999 once in UTC") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Timestamp = Annotated[Instant, BeforeValidator(_timestamp_text)]
 Value = Annotated[EventValue, PlainValidator(_scalar, json_schema_input_type=bool | int | float | str | None)]
 
 

@@ -14,6 +14,26 @@ from service.config import Settings
 Item = TypeVar("Item", bound=BaseModel)
 
 
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items() if key != "$defs"}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node
+
+
+def body_schema(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` of a route that reads its body itself: a JSON body of one of `models`. Their
+    `$defs` inlined, since a `#/$defs/...` reference would point into the OpenAPI document's root."""
+    schemas = [model.model_json_schema() for model in models]
+    schemas = [_inline(schema, schema.get("$defs", {})) for schema in schemas]
+    schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def _is_json(content_type: str) -> bool:
     return content_type.partition(";")[0].strip().lower() == "application/json"
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.group_commit import Overloaded
@@ -40,6 +40,43 @@ def field_path(loc: Sequence[str | int]) -> str:
 
 def problem(loc: Sequence[str | int], msg: str, **extra: Any) -> dict[str, Any]:
     return {"loc": list(loc), "field": field_path(loc), "msg": msg, **extra}
+
+
+class Problem(BaseModel):
+    """One entry of an error's detail, as problem() builds it; some carry more (type, ids)."""
+
+    model_config = ConfigDict(extra="allow")
+    loc: list[str | int]
+    field: str
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx of the API."""
+
+    error: str
+    detail: list[Problem]
+
+
+_MEANING = {
+    400: "Malformed JSON: duplicate keys, integers beyond 64 bits, NaN, bytes that are not UTF-8.",
+    401: "No valid API key.",
+    403: "The key lacks the scope this route needs.",
+    404: "Nothing by that name.",
+    409: "An id already stored with different content.",
+    410: "Erased with its subject: nothing about it is kept.",
+    413: "Body or batch larger than the limit.",
+    415: "The body is not application/json.",
+    422: "Invalid input: the body names the field and the reason.",
+    503: "The store cannot take the request now (or, in Kafka mode, the broker); retry after Retry-After.",
+}
+
+
+def responses(*statuses: int, said: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents (`responses=` of the route), each with ErrorBody; `said`
+    words a status for that route."""
+    said = said or {}
+    return {status: {"model": ErrorBody, "description": said.get(status, _MEANING[status])} for status in statuses}
 
 
 def from_validation_error(exc: ValidationError | RequestValidationError, prefix: Sequence[str | int]) -> BadRequest:

@@ -8,6 +8,7 @@ import re
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.resolution import InvalidValue, validate_value
+from service.core.windows import deadlines
 
 MAX_SUBJECT = 256
 _UNADDRESSABLE = re.compile(r"[/\x00-\x1f\x7f]")  # as the contract refuses in ids
@@ -41,6 +42,13 @@ def check_prediction(policies: PolicySet, index: int, record: PredictionRecord) 
             field,
             f"names the subject: at most {MAX_SUBJECT} characters, no '/' or control characters",
         )
+    if record.served_at is not None:
+        try:
+            deadlines(policies.use_cases[record.use_case], record.served_at)
+        except OverflowError:
+            raise InvalidRecord(
+                "predictions", index, "served_at", "so late that its window and seal would end after the year 9999"
+            ) from None
 
 
 def check_event(policies: PolicySet, index: int, record: EventRecord, use_case: str | None) -> None:

@@ -157,6 +157,17 @@ BAD_PREDICTIONS = [
     ),
     pytest.param(prediction("P", features=[1, 2]), 422, "features", "valid dictionary", id="features-list"),
     pytest.param(prediction("P", served_at=1700000000), 422, "served_at", "RFC 3339", id="served_at-number"),
+    # Found by tests/api/test_fuzz.py: each was a 500.
+    pytest.param(
+        prediction("P", served_at="0001-01-01T00:00:00+00:10"), 422, "served_at", "years 1 to 9999", id="year-0-in-utc"
+    ),
+    pytest.param(
+        prediction("P", served_at="9999-12-31T23:59:00Z"),
+        422,
+        "served_at",
+        "after the year 9999",
+        id="window-past-9999",
+    ),
     pytest.param(
         predictions(*GOOD_PREDICTIONS, prediction("C", features=[1, 2])),
         422,
@@ -291,6 +302,9 @@ BAD_EVENTS = [
         events(*GOOD_EVENTS, event("E1", value=[1])), 422, "events[2].value", "a number", id="batch-value-list"
     ),
     pytest.param(event("E1", occurred_at=1700000000), 422, "occurred_at", "RFC 3339", id="occurred_at-number"),
+    pytest.param(  # found by tests/api/test_fuzz.py: a 500
+        event("E1", occurred_at="0001-01-01T00:00:00+00:10"), 422, "occurred_at", "years 1 to 9999", id="year-0-in-utc"
+    ),
     pytest.param(event("E1", colour="red"), 422, "colour", "Extra inputs", id="extra-field"),
     pytest.param(
         events(*GOOD_EVENTS, event("E1", colour="red")),

@@ -9,6 +9,7 @@ from datetime import timedelta, timezone
 from typing import Any
 
 import httpx
+import pytest
 
 from service.api.runtime import Runtime
 from tests.conftest import T0, FakeClock
@@ -153,3 +154,20 @@ async def test_unknown_use_case_and_bad_query(client: httpx.AsyncClient) -> None
     naive = await client.get("/v1/datasets/recsys", params={"served_from": "2026-01-01T00:00:00"})
     assert naive.status_code == 422
     assert naive.json()["detail"][0]["field"] == "query.served_from"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [  # found by tests/api/test_fuzz.py: each was a 500 (PostgreSQL refuses NUL; year 0 in UTC)
+        ("/v1/datasets/recsys?model=a%00b", "query.model"),
+        ("/v1/datasets/recsys?model_version=a%00b", "query.model_version"),
+        ("/v1/datasets/recsys?served_from=0001-01-01T00:00:00%2B00:10", "query.served_from"),
+        ("/v1/datasets/recsys?served_to=0001-01-01T00:00:00%2B00:10", "query.served_to"),
+        ("/v1/metrics/feedback-loop?since=0001-01-01T00:00:00%2B00:10", "query.since"),
+        ("/v1/predictions/a%00b", "path.prediction_id"),
+    ],
+)
+async def test_a_read_that_nothing_could_match_is_a_422(client: httpx.AsyncClient, path: str, field: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field

@@ -10,11 +10,13 @@ from fastapi.responses import Response
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
-from service.api.errors import BadRequest, problem
+from service.api.errors import BadRequest, problem, responses
 from service.auth.keys import Scope
 from service.core.advisor import Curve, CurvePoint, candidate_windows, window_curve
 from service.core.policy import EventKind, UseCasePolicy
 from service.store.advice import delay_cohorts
+
+MAX_HORIZON_S = 10 * 366 * 86400.0  # ten years: far beyond any window, far below what overflows
 
 router = APIRouter(prefix="/v1/advice", tags=["advice"], dependencies=[Depends(requires(Scope.OPS))])
 
@@ -47,13 +49,15 @@ def _signals(policy: UseCasePolicy) -> list[str]:
     return sorted(name for name, rule in policy.events.items() if rule.kind is not EventKind.NEGATIVE)
 
 
-@router.get("/window")
+@router.get("/window", responses=responses(401, 403, 404, 422, 503, said={403: "The key lacks the ops scope."}))
 async def advise_window(
     runtime: RuntimeDep,
     use_case: str,
     max_fake_negative_rate: Annotated[float, Query(gt=0, lt=1)] = 0.02,
     event_type: str | None = None,
-    horizon_s: Annotated[float | None, Query(gt=0, description="Default: window + allowed_lateness.")] = None,
+    horizon_s: Annotated[
+        float | None, Query(gt=0, le=MAX_HORIZON_S, description="Default: window + allowed_lateness.")
+    ] = None,
 ) -> Response:
     """Per event type: the fake-negative rate an implicit negative at window W would carry (the
     share of eventual positives arriving after W, censored cohorts not read as negatives) with its

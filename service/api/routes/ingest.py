@@ -8,8 +8,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api.body import read_records
+from service.api.body import body_schema, read_records
 from service.api.deps import runtime_of
+from service.api.errors import responses
 from service.api.sinks import Receipt
 from service.auth.keys import Scope
 from service.contract import Accepted, EventBatch, EventIn, PredictionBatch, PredictionIn
@@ -18,27 +19,24 @@ from service.core.privacy import scrub
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
-def _body_schema(item: type[Any], batch: type[Any]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"oneOf": [item.model_json_schema(), batch.model_json_schema()]}}
-            },
-        }
-    }
-
-
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted, "description": "Durable: committed (embedded) or acknowledged by Kafka."},
-    503: {"description": "Kafka mode: the broker did not acknowledge in time; retry after Retry-After."},
-    400: {"description": "Malformed JSON."},
-    401: {"description": "No valid API key."},
-    403: {"description": "The key lacks the ingest scope."},
-    409: {"description": "An id already stored with different content."},
-    413: {"description": "Body or batch larger than the limit."},
-    415: {"description": "The body is not application/json."},
-    422: {"description": "Invalid record: the body names the field and the reason."},
+    **responses(
+        400,
+        401,
+        403,
+        409,
+        413,
+        415,
+        422,
+        503,
+        said={
+            403: "The key lacks the ingest scope.",
+            422: "Invalid record: the body names the field and the reason.",
+            503: "The store or (Kafka mode) the broker cannot take it now, or the server sheds load: "
+            "nothing was stored; retry after Retry-After.",
+        },
+    ),
 }
 
 
@@ -52,7 +50,7 @@ def _receipt(receipt: Receipt) -> Response:
     status_code=202,
     response_model=Accepted,
     responses=_RESPONSES,
-    openapi_extra=_body_schema(PredictionIn, PredictionBatch),
+    openapi_extra=body_schema(PredictionIn, PredictionBatch),
 )
 async def post_predictions(request: Request) -> Response:
     """Log served predictions: one object or {"predictions": [...]}."""
@@ -70,7 +68,7 @@ async def post_predictions(request: Request) -> Response:
     status_code=202,
     response_model=Accepted,
     responses=_RESPONSES,
-    openapi_extra=_body_schema(EventIn, EventBatch),
+    openapi_extra=body_schema(EventIn, EventBatch),
 )
 async def post_events(request: Request) -> Response:
     """Report behavioral events and explicit labels: one object or {"events": [...]}."""

@@ -9,14 +9,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from service.api.auth import requires
-from service.api.body import read_json
+from service.api.body import body_schema, read_json
 from service.api.deps import RuntimeDep
-from service.api.errors import BadRequest, from_validation_error, problem
+from service.api.errors import BadRequest, from_validation_error, problem, responses
 from service.auth.keys import Scope
+from service.contract import Id
 from service.store import api_keys
 from service.store.api_keys import KeyInfo
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(requires(Scope.ADMIN))])
+router = APIRouter(
+    prefix="/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(requires(Scope.ADMIN))],
+    responses=responses(401, 403, 503, said={403: "The key lacks the admin scope."}),
+)
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\w.@:-]+( [\w.@:-]+)*$")]
 
@@ -37,7 +43,7 @@ def _info(key: KeyInfo) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=responses(400, 413, 415, 422), openapi_extra=body_schema(KeyRequest))
 async def create_key(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """A new key; its secret is in this answer only."""
     try:
@@ -58,8 +64,8 @@ async def list_keys(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"keys": [_info(key) for key in keys]})
 
 
-@router.delete("/{key_id}")
-async def revoke_key(key_id: str, runtime: RuntimeDep) -> JSONResponse:
+@router.delete("/{key_id}", responses=responses(404, 422, said={404: "No active key by that id."}))
+async def revoke_key(key_id: Id, runtime: RuntimeDep) -> JSONResponse:
     async with runtime.db.engine.begin() as conn:
         revoked = await api_keys.revoke(conn, key_id, runtime.clock())
     if not revoked:

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
-from service.api.errors import problem
+from service.api.errors import Problem, problem, responses
 from service.auth.keys import Scope
 from service.store.database import failure_reason
 
@@ -19,14 +21,24 @@ READY_TIMEOUT_S = 2.0
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+class Unready(BaseModel):
+    status: Literal["unavailable"]
+    detail: list[Problem]
+
+
+@router.get("/healthz", responses=responses(503, said={503: "The store does not answer."}))
 async def healthz(runtime: RuntimeDep) -> dict[str, str]:
     async with runtime.db.read() as conn:
         await conn.execute(text("SELECT 1"))
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        503: {"model": Unready, "description": "Writes cannot succeed now: the detail says why."},
+    },
+)
 async def readyz(runtime: RuntimeDep) -> Response:
     """Ready while the store answers, (embedded mode) the last write succeeded, (SQLite) the
     database's filesystem has room and (Kafka mode) the broker has our topics' partition leaders:
@@ -48,7 +60,18 @@ async def readyz(runtime: RuntimeDep) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@router.get("/metrics", dependencies=[Depends(requires(Scope.OPS))])
+@router.get(
+    "/metrics",
+    dependencies=[Depends(requires(Scope.OPS))],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition.",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        },
+        **responses(401, 403, 503, said={403: "The key lacks the ops scope."}),
+    },
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition of this process, with gauges read from the store."""
     await runtime.refresh_gauges()

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.auth import requires
 from service.api.deps import RuntimeDep
-from service.api.errors import BadRequest, problem
+from service.api.errors import BadRequest, problem, responses
 from service.auth.keys import Scope
+from service.contract import Id, Instant, Name
 from service.store import dataset, feedback, lineage
 
 router = APIRouter(prefix="/v1")
@@ -31,8 +31,16 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.get("/predictions/{prediction_id}", tags=["lineage"], dependencies=[Depends(requires(Scope.READ))])
-async def get_prediction(prediction_id: str, runtime: RuntimeDep) -> Response:
+_READ = responses(401, 403, 404, 422, 503, said={403: "The key lacks the read scope."})
+
+
+@router.get(
+    "/predictions/{prediction_id}",
+    tags=["lineage"],
+    dependencies=[Depends(requires(Scope.READ))],
+    responses={**_READ, **responses(410)},
+)
+async def get_prediction(prediction_id: Id, runtime: RuntimeDep) -> Response:
     """The prediction, every event about it and each revision of its label: its lineage."""
     try:
         async with runtime.db.read() as conn:
@@ -67,16 +75,31 @@ async def _csv_page(
     return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after, cut
 
 
-@router.get("/datasets/{use_case}", tags=["dataset"], dependencies=[Depends(requires(Scope.READ))])
+_ROWS = {"schema": {"type": "string"}}
+
+
+@router.get(
+    "/datasets/{use_case}",
+    tags=["dataset"],
+    dependencies=[Depends(requires(Scope.READ))],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One row per labeled prediction: JSON lines, or CSV with a header row.",
+            "content": {"application/x-ndjson": _ROWS, "text/csv": _ROWS},
+        },
+        **_READ,
+    },
+)
 async def get_dataset(
     use_case: str,
     runtime: RuntimeDep,
     since: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only rows changed after this seq.")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-    model: str | None = None,
-    model_version: str | None = None,
-    served_from: AwareDatetime | None = None,
-    served_to: AwareDatetime | None = None,
+    model: Name | None = None,
+    model_version: Name | None = None,
+    served_from: Instant | None = None,
+    served_to: Instant | None = None,
     final_only: bool = False,
     format: Literal["jsonl", "csv"] = "jsonl",
     as_of: Annotated[
@@ -157,12 +180,15 @@ def _range(since: datetime | None, until: datetime | None) -> None:
         raise BadRequest(422, "validation_error", [problem(["query", "until"], "until must be after since")])
 
 
-@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+_OPS = responses(401, 403, 404, 422, 503, said={403: "The key lacks the ops scope."})
+
+
+@router.get("/metrics/feedback-loop", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))], responses=_OPS)
 async def get_feedback_loop(
     runtime: RuntimeDep,
     use_case: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="Predictions served from this hour on.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Predictions served before this (to the hour).")] = None,
+    since: Annotated[Instant | None, Query(description="Predictions served from this hour on.")] = None,
+    until: Annotated[Instant | None, Query(description="Predictions served before this (to the hour).")] = None,
     trend: Annotated[
         Literal["hour", "day"] | None,
         Query(description="Add each event type's delay histogram and the figures per served hour or day."),
@@ -182,12 +208,12 @@ async def get_feedback_loop(
     return _json(report)
 
 
-@router.get("/metrics/models", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+@router.get("/metrics/models", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))], responses=_OPS)
 async def get_models(
     runtime: RuntimeDep,
     use_case: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     model: str | None = None,
     model_version: str | None = None,
 ) -> Response:
@@ -200,7 +226,7 @@ async def get_models(
     return _json(report)
 
 
-@router.get("/metrics/pipeline", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))])
+@router.get("/metrics/pipeline", tags=["metrics"], dependencies=[Depends(requires(Scope.OPS))], responses=_OPS)
 async def get_pipeline(runtime: RuntimeDep) -> Response:
     """The watermark and its lag; in Kafka mode each partition's progress; the dead letters."""
     async with runtime.db.read() as conn:

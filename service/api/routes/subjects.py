@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from service.api.auth import requires
+from service.api.auth import Guard, requires
 from service.api.deps import RuntimeDep
-from service.auth.keys import Scope
+from service.api.errors import responses
+from service.auth.keys import ActiveKey, Scope
+from service.contract import Id
 from service.store import erasure
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -20,14 +22,22 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.delete("/subjects/{subject_id}")
+_ADMIN = responses(401, 403, 422, 503, said={403: "The key lacks the admin scope."})
+
+
+async def _admin(request: Request) -> ActiveKey | None:
+    """The caller's key, checked before the path is (a caller without a key learns nothing of it)."""
+    guard: Guard = request.app.state.runtime.guard
+    return guard.authorize(request, Scope.ADMIN)
+
+
+@router.delete("/subjects/{subject_id}", responses=_ADMIN)
 async def erase_subject(
-    request: Request, runtime: RuntimeDep, subject_id: Annotated[str, Path(min_length=1, max_length=256)]
+    runtime: RuntimeDep, key: Annotated[ActiveKey | None, Depends(_admin)], subject_id: Id
 ) -> Response:
     """Erase every prediction about this subject (the policies' subject field), with its events and
     labels; answered once committed, with the counts. Dataset rows the trainers had get tombstones
     (status `erased`) at new seqs. Aggregates stay. Erasing an unknown or erased subject erases nothing."""
-    key = runtime.guard.authorize(request, Scope.ADMIN)
     by = key.key_id if key is not None else "open"
     gone = await runtime.erase_subject(subject_id, by)
     return _json(
@@ -35,7 +45,7 @@ async def erase_subject(
     )
 
 
-@router.get("/erasures", dependencies=[Depends(requires(Scope.ADMIN))])
+@router.get("/erasures", dependencies=[Depends(requires(Scope.ADMIN))], responses=_ADMIN)
 async def list_erasures(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The latest erasures and purges, newest first: who (API key id), when, how many rows; never whose."""
     async with runtime.db.read() as conn:
