@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import LabelStatus, Phase
@@ -112,10 +112,18 @@ async def erase_subject(conn: AsyncConnection, subject_forms: Sequence[str], by:
             in_dataset[row.use_case].append(row.prediction_id)
     seqs: dict[str, int] = {}
     for use_case, listed in sorted(in_dataset.items()):
-        last = await reserve_seqs(conn, use_case, len(listed))
-        seqs.update({pid: last - len(listed) + 1 + i for i, pid in enumerate(listed)})
+        seqs.update(zip(listed, await reserve_seqs(conn, use_case, len(listed)), strict=True))
     await update_rows(conn, predictions, "prediction_id", [_tombstone(pid, seqs.get(pid)) for pid in ids])
     return await _audit(conn, SUBJECT, by, now, Forgotten(len(ids), removed_events, removed_labels))
+
+
+def _expired(use_case: str, served_before: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The predictions a purge takes: final, served before the retention's cut."""
+    return (
+        predictions.c.use_case == use_case,
+        predictions.c.served_at < served_before,
+        predictions.c.phase == Phase.FINAL.value,
+    )
 
 
 async def purge(
@@ -124,17 +132,8 @@ async def purge(
     """Delete up to `limit` final predictions of a use case served before `served_before`, oldest
     first, with their events and labels; an audit row when anything went. A trainer's copy is its
     own: purged rows leave no tombstone."""
-    due = (
-        select(predictions.c.prediction_id)
-        .where(
-            predictions.c.use_case == use_case,
-            predictions.c.served_at < served_before,
-            predictions.c.phase == Phase.FINAL.value,
-        )
-        .order_by(predictions.c.served_at)
-        .limit(limit)
-    )
-    oldest = list((await conn.execute(due)).scalars())
+    due = select(predictions.c.prediction_id).where(*_expired(use_case, served_before))
+    oldest = list((await conn.execute(due.order_by(predictions.c.served_at).limit(limit))).scalars())
     # Locked in the joiners' order (by id), not by age: no deadlock cycle with a joiner's batch.
     result = await conn.execute(
         select(predictions.c.prediction_id)
@@ -159,13 +158,7 @@ async def audit_log(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
 
 async def due(conn: AsyncConnection, use_case: str, served_before: datetime) -> int:
     """How many predictions a purge would delete now."""
-    result = await conn.execute(
-        select(func.count()).where(
-            predictions.c.use_case == use_case,
-            predictions.c.served_at < served_before,
-            predictions.c.phase == Phase.FINAL.value,
-        )
-    )
+    result = await conn.execute(select(func.count()).where(*_expired(use_case, served_before)))
     return int(result.scalar_one())
 
 

@@ -43,8 +43,8 @@ PREDICTION_COLUMNS = (
 )
 
 
-async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> int:
-    """Hand out `count` dataset seqs for a use case; returns the last one."""
+async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> range:
+    """Hand out `count` dataset seqs for a use case, in order."""
     stmt = dialect_insert(conn, dataset_seqs)
     result = await conn.execute(
         stmt.values(use_case=use_case, last_seq=count)
@@ -52,7 +52,7 @@ async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> int:
         .returning(dataset_seqs.c.last_seq)
     )
     last: int = result.scalar_one()
-    return last
+    return range(last - count + 1, last + 1)
 
 
 def prediction_from_row(row: Any) -> OpenPrediction:
@@ -218,9 +218,8 @@ class Labeler:
             if pred.needs_seq:
                 by_use_case[pred.use_case].append(pred)
         for use_case, needing in sorted(by_use_case.items()):
-            last = await reserve_seqs(self.conn, use_case, len(needing))
-            for offset, pred in enumerate(needing):
-                pred.seq = last - len(needing) + 1 + offset
+            for pred, seq in zip(needing, await reserve_seqs(self.conn, use_case, len(needing)), strict=True):
+                pred.seq = seq
         values = [self._row_values(p) for p in changed]
         await update_rows(self.conn, predictions, "prediction_id", values)
         history = [
