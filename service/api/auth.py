@@ -68,11 +68,13 @@ class Guard:
             raise BadRequest(exc.status, error, [problem(["header", "authorization"], exc.reason)], headers) from exc
 
 
-def requires(scope: Scope | None) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency; async, so FastAPI does not run it in its thread pool."""
+def requires(scope: Scope | None) -> Callable[[Request], Awaitable[ActiveKey | None]]:
+    """A route dependency, solved before the route's parameters are validated (a caller without a
+    key learns nothing of them); its value is the caller's key. Async, so FastAPI does not run it
+    in its thread pool."""
 
-    async def check(request: Request) -> None:
+    async def check(request: Request) -> ActiveKey | None:
         guard: Guard = request.app.state.runtime.guard
-        guard.authorize(request, scope)
+        return guard.authorize(request, scope)
 
     return check

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from service.api.auth import Guard, requires
+from service.api.auth import requires
 from service.api.deps import RuntimeDep
 from service.api.errors import responses
 from service.auth.keys import ActiveKey, Scope
@@ -25,15 +25,9 @@ def _json(payload: Any) -> Response:
 _ADMIN = responses(401, 403, 422, 503, said={403: "The key lacks the admin scope."})
 
 
-async def _admin(request: Request) -> ActiveKey | None:
-    """The caller's key, checked before the path is (a caller without a key learns nothing of it)."""
-    guard: Guard = request.app.state.runtime.guard
-    return guard.authorize(request, Scope.ADMIN)
-
-
 @router.delete("/subjects/{subject_id}", responses=_ADMIN)
 async def erase_subject(
-    runtime: RuntimeDep, key: Annotated[ActiveKey | None, Depends(_admin)], subject_id: Id
+    runtime: RuntimeDep, key: Annotated[ActiveKey | None, Depends(requires(Scope.ADMIN))], subject_id: Id
 ) -> Response:
     """Erase every prediction about this subject (the policies' subject field), with its events and
     labels; answered once committed, with the counts. Dataset rows the trainers had get tombstones
