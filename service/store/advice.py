@@ -4,6 +4,7 @@ were served and the delay histogram of one event type, from the counters kept as
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -16,27 +17,40 @@ from service.store.tables import delay_buckets, stat_counters
 HOUR_S = 3600.0
 
 
-async def delay_cohorts(conn: AsyncConnection, use_case: str, event_type: str, now: datetime) -> list[Cohort]:
-    """One cohort per served hour that has ended by `now`, aged from its end."""
+async def delay_cohorts(
+    conn: AsyncConnection, use_case: str, event_types: Sequence[str], now: datetime
+) -> dict[str, list[Cohort]]:
+    """Per event type, one cohort per served hour that has ended by `now`, aged from its end; the
+    served counts read once for every type."""
     served = await conn.execute(
         select(stat_counters.c.served_hour, func.sum(stat_counters.c.value))
         .where(stat_counters.c.use_case == use_case, stat_counters.c.name == Stat.SERVED)
         .group_by(stat_counters.c.served_hour)
     )
-    histograms: dict[int, dict[int, int]] = defaultdict(dict)
-    result = await conn.execute(
-        select(delay_buckets.c.served_hour, delay_buckets.c.bucket, func.sum(delay_buckets.c.count))
-        .where(delay_buckets.c.use_case == use_case, delay_buckets.c.event_type == event_type)
-        .group_by(delay_buckets.c.served_hour, delay_buckets.c.bucket)
-    )
-    for hour, bucket, count in result:
-        histograms[int(hour)][int(bucket)] = int(count)
     current = served_hour(now)
     elapsed_in_hour = (now - now.replace(minute=0, second=0, microsecond=0)).total_seconds()
-    return [
-        Cohort(
-            served=int(total), age_s=(current - int(hour) - 1) * HOUR_S + elapsed_in_hour, events=histograms[int(hour)]
-        )
+    ages = {
+        int(hour): (int(total), (current - int(hour) - 1) * HOUR_S + elapsed_in_hour)
         for hour, total in served
         if int(hour) < current and int(total) > 0
-    ]
+    }
+    histograms: dict[tuple[str, int], dict[int, int]] = defaultdict(dict)
+    result = await conn.execute(
+        select(
+            delay_buckets.c.event_type,
+            delay_buckets.c.served_hour,
+            delay_buckets.c.bucket,
+            func.sum(delay_buckets.c.count),
+        )
+        .where(delay_buckets.c.use_case == use_case, delay_buckets.c.event_type.in_(event_types))
+        .group_by(delay_buckets.c.event_type, delay_buckets.c.served_hour, delay_buckets.c.bucket)
+    )
+    for event_type, hour, bucket, count in result:
+        histograms[(event_type, int(hour))][int(bucket)] = int(count)
+    return {
+        event_type: [
+            Cohort(served=total, age_s=age, events=histograms[(event_type, hour)])
+            for hour, (total, age) in ages.items()
+        ]
+        for event_type in event_types
+    }

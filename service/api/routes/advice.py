@@ -75,12 +75,12 @@ async def advise_window(
     current_s = policy.window.total_seconds()
     horizon = horizon_s or (policy.window + policy.allowed_lateness).total_seconds()
     candidates = sorted({*candidate_windows(horizon), current_s})
-    now = runtime.clock()
-    by_type = {}
     async with runtime.db.read() as conn:
-        for name in types:
-            curve = window_curve(await delay_cohorts(conn, use_case, name, now), horizon, candidates)
-            by_type[name] = _advice(curve, max_fake_negative_rate, current_s)
+        cohorts = await delay_cohorts(conn, use_case, types, runtime.clock())
+    by_type = {
+        name: _advice(window_curve(cohorts[name], horizon, candidates), max_fake_negative_rate, current_s)
+        for name in types
+    }
     # The window for the use case: one that meets the target for every event type seen; none if
     # some seen type needs more than the horizon.
     advised = [a["advised"] for a in by_type.values() if a["sample"]["positives"]]
