@@ -20,7 +20,7 @@ from service.clock import Clock, utcnow
 from service.config import Settings
 from service.core.policy import PolicyError, load_policies
 from service.store import migrate
-from service.store.database import Database, create_engine
+from service.store.database import Database
 from service.store.lease import writer_lease
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, "labelloop-api", settings.timeouts)
+        db = Database.open(settings.database_url, "labelloop-api", settings.timeouts)
         if settings.should_migrate_on_start:
-            await migrate.upgrade(engine)
-        runtime = Runtime(settings=settings, policies=policies, db=Database(engine), clock=clock)
+            await migrate.upgrade(db.engine)
+        runtime = Runtime(settings=settings, policies=policies, db=db, clock=clock)
         app.state.runtime = runtime
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.db.dispose)
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
 
                 runtime.sink = await stack.enter_async_context(KafkaSink.started(settings, policies, runtime))
             else:
-                await stack.enter_async_context(writer_lease(engine, exclusive=True))
+                await stack.enter_async_context(writer_lease(db.engine, exclusive=True))
                 ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
                 stack.push_async_callback(_cancel, ticker)
             yield

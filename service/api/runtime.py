@@ -56,7 +56,7 @@ class Runtime:
             # writes still fail (measured: a full disk, SQLite).
             probe = self.write_fault is not None
             try:
-                async with self.db.engine.begin() as conn:
+                async with self.db.writer.begin() as conn:
                     unit = await ingest(conn, self.context, self.clock(), submissions, self.state, probe=probe)
             except Rejected:
                 raise  # rolled back before any commit: the state still matches the store

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, event
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from service.store.sqlite_inline import InlineConnection
 
 
 def _json_dumps(value: Any) -> str:
@@ -35,28 +37,11 @@ class Timeouts:
 
 
 def create_engine(url: str, application_name: str, timeouts: Timeouts = Timeouts()) -> AsyncEngine:
-    # hide_parameters: an error's message never carries the values (subject ids, features) into a log.
-    common: dict[str, Any] = {
-        "json_serializer": _json_dumps,
-        "json_deserializer": _json_loads,
-        "hide_parameters": True,
-        "pool_timeout": timeouts.pool,
-    }
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, **common)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the commit reached the disk
-            cursor.execute(f"PRAGMA busy_timeout={int(timeouts.statement * 1000)}")
-            cursor.close()
-
-        return engine
+        return _sqlite_engine(url, timeouts)
     return create_async_engine(
         url,
-        **common,
+        **_common(timeouts),
         pool_pre_ping=True,
         connect_args={
             "timeout": timeouts.connect,
@@ -73,18 +58,57 @@ def create_engine(url: str, application_name: str, timeouts: Timeouts = Timeouts
     )
 
 
+def create_writer_engine(url: str, timeouts: Timeouts = Timeouts()) -> AsyncEngine | None:
+    """SQLite files: an engine for the process's write transactions whose statements run on the
+    event loop's thread (service/store/sqlite_inline.py). None: write with the main engine."""
+    database = make_url(url).database
+    if not url.startswith("sqlite") or not database or database == ":memory:" or "?" in url:
+        return None
+    return _sqlite_engine(url, timeouts, async_creator=lambda: InlineConnection.connect(database))
+
+
+def _common(timeouts: Timeouts) -> dict[str, Any]:
+    # hide_parameters: an error's message never carries the values (subject ids, features) into a log.
+    return {
+        "json_serializer": _json_dumps,
+        "json_deserializer": _json_loads,
+        "hide_parameters": True,
+        "pool_timeout": timeouts.pool,
+    }
+
+
+def _sqlite_engine(url: str, timeouts: Timeouts, **options: Any) -> AsyncEngine:
+    engine = create_async_engine(url, **_common(timeouts), **options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA synchronous=FULL")  # a 2xx means the commit reached the disk
+        cursor.execute(f"PRAGMA busy_timeout={int(timeouts.statement * 1000)}")
+        cursor.close()
+
+    return engine
+
+
 class Database:
     """One engine plus the rule for writers: in one process, write transactions run one at a time.
     SQLite allows a single writer anyway; on PostgreSQL it keeps this process's transactions from
-    queueing on each other's row locks (watermark, dataset seq)."""
+    queueing on each other's row locks (watermark, dataset seq). writer: the engine for those
+    transactions when it is not the main one (create_writer_engine)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: AsyncEngine | None = None) -> None:
         self.engine = engine
+        self.writer = writer or engine
         self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def open(cls, url: str, application_name: str, timeouts: Timeouts = Timeouts()) -> Database:
+        return cls(create_engine(url, application_name, timeouts), create_writer_engine(url, timeouts))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self.engine.begin() as conn:
+        async with self._write_lock, self.writer.begin() as conn:
             yield conn
 
     @property
@@ -99,6 +123,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self.writer is not self.engine:
+            await self.writer.dispose()
         await self.engine.dispose()
 
     def disk_fault(self) -> str | None:
