@@ -222,3 +222,16 @@ async def test_relabel_gives_the_labels_a_fresh_ingest_under_the_new_policy_give
     assert {k: v for k, v in after_live["counters"].items() if k[0] in moved and v} == {
         k: v for k, v in fresh_later["counters"].items() if k[0] in moved and v
     }
+
+
+async def test_relabel_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    unknown = await run_cli("relabel", "recommendations", cwd=tmp_path, database_url="sqlite+aiosqlite:///x.db")
+    assert unknown.returncode == 2
+    assert "unknown use case 'recommendations'" in unknown.stderr
+    naive = await run_cli("relabel", "recsys", "--served-from", "2026-11-01T00:00:00", cwd=tmp_path)
+    assert naive.returncode == 2
+    assert "--served-from: needs a UTC offset" in naive.stderr
+    batch = await run_cli("relabel", "recsys", "--batch", "0", cwd=tmp_path)
+    assert batch.returncode == 2
+    assert "--batch: must be between 1 and 100000" in batch.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before the store was opened
