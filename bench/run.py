@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import export, freshness, ingest, joiner, memory, metrics_latency, peers
+from bench import export, freshness, ingest, joiner, memory, metrics_latency, peers, relabel
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
@@ -26,10 +26,11 @@ class Sizes:
     fresh_seconds: int
     peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
     open_windows: int  # fraud predictions posted to watch the embedded writer's memory
+    relabel: int  # stored predictions relabeled under a longer window
 
 
-QUICK = Sizes(25_000, 10_000, 3_000, [50_000, 250_000], 500_000, 500, 10, 0, 200_000)
-FULL = Sizes(500_000, 100_000, 20_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000, 1_000_000)
+QUICK = Sizes(25_000, 10_000, 3_000, [50_000, 250_000], 500_000, 500, 10, 0, 200_000, 20_000)
+FULL = Sizes(500_000, 100_000, 20_000, [1_000_000, 5_000_000], 10_000_000, 2_000, 60, 200_000, 1_000_000, 200_000)
 
 
 async def kafka_scenarios(sizes: Sizes, logs: Path, bare: dict[str, float]) -> list[Figure]:
@@ -63,6 +64,7 @@ def main() -> None:
         figures += asyncio.run(freshness.negative_timeliness(work))
         figures += export.scenario(work, sizes.export)
         figures += metrics_latency.scenario(work, sizes.metrics_events)
+        figures += relabel.scenario(work, sizes.relabel)
         figures += asyncio.run(kafka_scenarios(sizes, work, bare))
     write(figures, quick=args.quick)
 

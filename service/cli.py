@@ -1,10 +1,11 @@
-"""`labelloop serve | migrate | consume | keys | purge | export | advise | simulate`."""
+"""`labelloop serve | migrate | consume | keys | purge | relabel | export | advise | simulate`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from service import logs
@@ -119,6 +120,24 @@ def _not_negative(text: str) -> float:
     return value
 
 
+def _served_from(text: str) -> datetime:
+    """An ISO 8601 time with its UTC offset, as the API takes served_at."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a UTC offset (Z or +00:00): {text}")
+    return value
+
+
+def _batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100000, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="labelloop", description="Streaming natural-label collection. Settings: LABELLOOP_* variables."
@@ -159,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         "purge", help="delete what the policies' retention let expire (the API also does, hourly)"
     )
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    relabel = commands.add_parser(
+        "relabel", help="recompute a use case's stored labels under the policy file in force (stop `serve` first)"
+    )
+    relabel.add_argument("use_case")
+    relabel.add_argument("--served-from", type=_served_from, help="only predictions served at or after this time")
+    relabel.add_argument("--batch", type=_batch, default=1000, help="predictions per transaction (default 1000)")
+    relabel.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    relabel.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     key_commands.add_parser("list", help="every key, active and revoked (never a secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
@@ -200,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(settings, args)
     if args.command == "purge":
         return _purge(settings, policies, args.dry_run)
+    if args.command == "relabel":
+        from service.cli_relabel import run_relabel
+
+        return run_relabel(settings, policies, args)
     command = {"serve": _serve, "migrate": _migrate, "consume": _consume}[args.command]
     return command(settings)
 

@@ -55,6 +55,13 @@ async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> rang
     return range(last - count + 1, last + 1)
 
 
+def next_deadline(pred: OpenPrediction) -> datetime | None:
+    """The watermark that next moves this prediction's phase: W, then S, then none."""
+    if pred.phase is Phase.OPEN:
+        return pred.deadline.window_end
+    return pred.deadline.seal_at if pred.phase is Phase.CLOSED else None
+
+
 def prediction_from_row(row: Any) -> OpenPrediction:
     current = None
     if row.label_kind is not None:
@@ -90,14 +97,18 @@ class Labeler:
         now: datetime,
         orphan_ttl: timedelta,
         state: OpenPredictions | None = None,
+        count_fake_negatives: bool = True,
     ) -> None:
         """state: the open predictions of a writer alone in writing them, or None to read every
-        prediction from the store (Kafka joiners, which close each other's windows)."""
+        prediction from the store (Kafka joiners, which close each other's windows).
+        count_fake_negatives: off for a relabel, whose revisions tell of a policy change, not of
+        the live window's fake negatives."""
         self.conn = conn
         self.policies = policies
         self.now = now
         self.orphan_ttl = orphan_ttl
         self.state = state
+        self.count_fake_negatives = count_fake_negatives
         self.stats = StatsDelta()
         self.watermark: datetime | None = None  # recorded in the label history
         # Every prediction this unit read or wrote, as it now stands: its caller publishes them
@@ -176,10 +187,12 @@ class Labeler:
         for pred in preds:
             if pred.evidence is None:
                 pred.evidence = evidence[pred.prediction_id]
-            self._apply(pred, pred.evidence)
-        await self._store(preds)
+            self.apply(pred, pred.evidence)
+        await self.store(preds)
 
-    def _apply(self, pred: OpenPrediction, counted: list[Evidence]) -> None:
+    def apply(self, pred: OpenPrediction, counted: list[Evidence]) -> None:
+        """Resolve the label from these counted events at the prediction's phase; what changed is
+        marked for store()."""
         policy = self.policies.use_cases[pred.use_case]
         decision = resolve(policy, pred.served_at, counted, window_closed=pred.phase is not Phase.OPEN)
         change = label_change(pred.current, decision)
@@ -189,7 +202,7 @@ class Labeler:
                 self.stats.count(pred.use_case, Stat.labels(pred.current.kind), pred.hour, n=-1)
                 self.stats.count(pred.use_case, Stat.LABEL_CHANGES, pred.hour)
             self.stats.count(pred.use_case, Stat.labels(change.decision.kind), pred.hour)
-            if change.fake_negative:
+            if change.fake_negative and self.count_fake_negatives:
                 self.stats.count(pred.use_case, Stat.REVISIONS, pred.hour)
             pred.current = CurrentLabel(
                 label=change.decision.label,
@@ -209,7 +222,7 @@ class Labeler:
             if pred.current is None:
                 self.stats.count(pred.use_case, Stat.EXPIRED, pred.hour)
 
-    async def _store(self, preds: list[OpenPrediction]) -> None:
+    async def store(self, preds: list[OpenPrediction]) -> None:
         changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]
         if not changed:
             return
@@ -231,18 +244,12 @@ class Labeler:
             pred.needs_seq = False
             pred.touched = False
 
-    @staticmethod
-    def _deadline_of(pred: OpenPrediction) -> datetime | None:
-        if pred.phase is Phase.OPEN:
-            return pred.deadline.window_end
-        return pred.deadline.seal_at if pred.phase is Phase.CLOSED else None
-
     def _row_values(self, pred: OpenPrediction) -> dict[str, Any]:
         label = pred.current
         return {
             "prediction_id": pred.prediction_id,
             "phase": pred.phase.value,
-            "deadline": self._deadline_of(pred),
+            "deadline": next_deadline(pred),
             "label": None if label is None else label.label,
             "label_kind": None if label is None else label.kind.value,
             "label_rule": None if label is None else label.rule,
