@@ -174,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     advise.add_argument("use_case")
     advise.add_argument("--target", type=float, default=0.02, help="the fake-negative rate to stay under")
     advise.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000)")
+    erase = commands.add_parser(
+        "erase", help="erase a subject's predictions, events and labels through the API (an admin key)"
+    )
+    erase.add_argument("subject_id", help="as the apps sent it (a hashed subject is found from its plain id)")
+    erase.add_argument("--json", action="store_true", help="print the counts as JSON")
+    erase.add_argument("--url", help="default: LABELLOOP_URL (http://127.0.0.1:8000)")
     purge = commands.add_parser(
         "purge", help="delete what the policies' retention let expire (the API also does, hourly)"
     )
@@ -209,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     # Clients of a running API: no database, no settings or policies of the server's.
     if args.command == "simulate":
         return _simulate(args)
-    if args.command in ("export", "advise"):
+    if args.command in ("export", "advise", "erase"):
         from service import cli_client
 
-        return cli_client.run_export(args) if args.command == "export" else cli_client.run_advise(args)
+        run = {"export": cli_client.run_export, "advise": cli_client.run_advise, "erase": cli_client.run_erase}
+        return run[args.command](args)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port") and v is not None}
     settings = Settings(**overrides)
     try:

@@ -1,10 +1,12 @@
-"""`labelloop export` and `labelloop advise`: commands that are clients of a running API
+"""`labelloop export`, `advise` and `erase`: commands that are clients of a running API
 (LABELLOOP_URL, LABELLOOP_API_KEY), through service.client."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -79,4 +81,24 @@ def run_advise(args: argparse.Namespace) -> int:
                 _seconds(point["median_label_wait_s"]),
             )
         console.print(table)
+    return 0
+
+
+def run_erase(args: argparse.Namespace) -> int:
+    """DELETE /v1/subjects/{id} (admin scope): through the API, so that the serving process (the
+    embedded store's only writer) does it, in Kafka mode as in embedded mode."""
+    options = {"url": args.url} if args.url else {}
+    with Client.from_env(**options) as client:
+        try:
+            gone = client.delete(f"/v1/subjects/{quote(args.subject_id, safe='')}")
+        except LabelloopError as exc:
+            print(f"labelloop erase: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(gone))
+    else:
+        print(
+            f"erased {gone['predictions']} predictions, {gone['events']} events and {gone['labels']} label "
+            f"revisions (erasure {gone['erasure_id']}; GET /v1/erasures lists it)"
+        )
     return 0

@@ -134,6 +134,10 @@ class AsyncClient:
         """A JSON read (lineage, feedback-loop figures), retried like the writes."""
         return (await self._request("GET", path, params=params)).json()
 
+    async def delete(self, path: str) -> Any:
+        """A JSON delete (a subject's erasure), retried like the writes: erasing again erases nothing."""
+        return (await self._request("DELETE", path)).json()
+
     # --- the machinery --------------------------------------------------------------------------
 
     async def _queue(self, kind: Kind, records: list[dict[str, Any]]) -> None:

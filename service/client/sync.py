@@ -73,6 +73,9 @@ class Client:
     def get(self, path: str, **params: Any) -> Any:
         return self._call(self._client.get(path, **params))
 
+    def delete(self, path: str) -> Any:
+        return self._call(self._client.delete(path))
+
     def iter_dataset(self, use_case: str, since: int = 0, final_only: bool = False, **filters: Any) -> Dataset:
         return Dataset(self, self._client.iter_dataset(use_case, since, final_only, **filters))
 
