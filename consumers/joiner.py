@@ -195,12 +195,15 @@ class Joiner:
             await self.dead_letter_producer.stop()
 
     async def process(self, consumer: AIOKafkaConsumer, messages: dict[TopicPartition, list[Received]]) -> None:
+        # When the partitions' ends were looked at: a caught-up report speaks of then, not of the
+        # (perhaps retried, later) transaction, by when more may have arrived.
+        looked_at = self.clock()
         for tp, received in messages.items():
             self._in_step.add(tp, (self._decode(tp, message) for message in received))
         unread = await self._unread(consumer)
         ready = self._in_step.take(unread)
         batch = Batch(item for applied in ready.values() for item in applied)
-        reports = self._reports(consumer, batch, unread)
+        reports = self._reports(consumer, batch, unread, looked_at)
         unit = await self._apply(batch, reports, self._all_partitions(consumer))
         self._more_due = unit.more_due
         if batch.dead:
@@ -253,15 +256,15 @@ class Joiner:
         return unread
 
     def _reports(
-        self, consumer: AIOKafkaConsumer, batch: Batch, unread: set[TopicPartition]
+        self, consumer: AIOKafkaConsumer, batch: Batch, unread: set[TopicPartition], looked_at: datetime
     ) -> dict[str, PartitionReport]:
-        times = batch.event_times(self.clock())
+        times = batch.event_times(looked_at)
         reports = {}
         for tp in consumer.assignment():
             # Records still waiting are not applied yet: the partition is not at its end.
             caught_up = tp not in unread and not self._in_step.waiting(tp)
             name = partition_name(tp.topic, tp.partition)
-            reports[name] = PartitionReport(event_times=times.get(name, []), caught_up=caught_up)
+            reports[name] = PartitionReport(times.get(name, []), caught_up, looked_at)
         return reports
 
     def _all_partitions(self, consumer: AIOKafkaConsumer) -> list[str]:

@@ -162,6 +162,7 @@ class PartitionReport:
 
     event_times: list[datetime]
     caught_up: bool  # its position reached the partition's end
+    looked_at: datetime  # when: a retried transaction must not date the claim later
 
 
 async def ingest_partitions(
@@ -184,9 +185,9 @@ async def ingest_partitions(
     stored = await watermarks.load(conn, all_partitions)
     reported = {
         name: PartitionProgress(
-            state=observe(stored.get(name, watermarks.NOTHING_REPORTED).state, report.event_times, now),
+            state=observe(stored.get(name, watermarks.NOTHING_REPORTED).state, report.event_times, report.looked_at),
             caught_up=report.caught_up,
-            reported_at=now,
+            reported_at=report.looked_at,
         )
         for name, report in reports.items()
     }
