@@ -100,39 +100,37 @@ async def report(conn: AsyncConnection, policy: UseCasePolicy, selection: Select
     Group = tuple[str, str, int, str]  # model, version ('' when not by version), period, status
     sums: dict[Group, list[float]] = {}
     bins: dict[Group, dict[int, list[float]]] = defaultdict(dict)
-
-    def group(row: Any) -> Group:
-        return (row.model, row.model_version if selection.by_version else "", row.period, row.status)
-
-    columns = [quality_sums.c[name] for name in SUMS]
-    keys = (quality_sums.c.model, quality_sums.c.model_version, quality_sums.c.period, quality_sums.c.status)
-    query = select(*keys, *columns).where(*selection.where(quality_sums), quality_sums.c.count > 0)
-    for row in await conn.execute(query):
-        total = sums.setdefault(group(row), [0.0] * len(SUMS))
-        for i, value in enumerate(row[len(keys) :]):
+    by_version = selection.by_version
+    s, b = quality_sums.c, quality_bins.c
+    query = select(s.model, s.model_version, s.period, s.status, *(s[name] for name in SUMS))
+    for model, version, period, status, *values in await conn.execute(
+        query.where(*selection.where(quality_sums), s.count > 0)
+    ):
+        total = sums.setdefault((model, version if by_version else "", period, status), [0.0] * len(SUMS))
+        for i, value in enumerate(values):
             total[i] += value
     if policy.task == "binary":
-        t = quality_bins.c
-        query = select(t.model, t.model_version, t.period, t.status, t.bin, t.negatives, t.positives, t.score_sum)
-        for row in await conn.execute(query.where(*selection.where(quality_bins), t.negatives + t.positives > 0)):
-            counts = bins[group(row)].setdefault(row.bin, [0.0, 0.0, 0.0])
-            counts[0] += row.negatives
-            counts[1] += row.positives
-            counts[2] += row.score_sum
+        query = select(b.model, b.model_version, b.period, b.status, b.bin, b.negatives, b.positives, b.score_sum)
+        rows = await conn.execute(query.where(*selection.where(quality_bins), b.negatives + b.positives > 0))
+        for model, version, period, status, k, negatives, positives, score_sum in rows:
+            counts = bins[(model, version if by_version else "", period, status)].setdefault(k, [0.0, 0.0, 0.0])
+            counts[0] += negatives
+            counts[1] += positives
+            counts[2] += score_sum
 
+    empty = _figures(policy.task, [0.0] * len(SUMS), {})
     models: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for (model, version, period, status), total in sorted(sums.items()):
         periods = models[(model, version)]
-        entry = periods.setdefault(period, {"start": period_start(selection.bucket, period).isoformat()})
+        start = period_start(selection.bucket, period).isoformat()
+        entry = periods.setdefault(period, {"start": start, "final": empty, "provisional": empty})
         entry[status] = _figures(policy.task, total, bins.get((model, version, period, status), {}))
     answer = []
     for (model, version), periods in sorted(models.items()):
         named: dict[str, Any] = {"model": model or None}
         if selection.by_version:
             named["model_version"] = version or None
-        empty = _figures(policy.task, [0.0] * len(SUMS), {})
-        buckets = [{"final": empty, "provisional": empty} | periods[p] for p in sorted(periods)]
-        answer.append(named | {"buckets": buckets})
+        answer.append(named | {"buckets": [periods[p] for p in sorted(periods)]})
     return answer
 
 
