@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import export, freshness, ingest, joiner, memory, metrics_latency, peers, relabel
+from bench import export, freshness, ingest, joiner, memory, metrics_latency, peers, quality_latency, relabel
 from bench.data import workload
 from bench.kafka_env import bench_env
 from bench.report import Figure, write
@@ -21,7 +21,7 @@ class Sizes:
     batch: int  # records per collection in the HTTP batch ingest
     single: int  # single-record requests
     export: list[int]  # dataset rows, two sizes to show memory does not grow
-    metrics_events: int
+    metrics_events: int  # also the labeled events of the model-quality scenario
     fresh_rate: int  # events/s for the freshness runs
     fresh_seconds: int
     peers_predictions: int  # 0: no peers (the quick run leaves them out: minutes of start-up)
@@ -65,6 +65,7 @@ def main() -> None:
         figures += export.scenario(work, sizes.export)
         figures += metrics_latency.scenario(work, sizes.metrics_events)
         figures += relabel.scenario(work, sizes.relabel)
+        figures += quality_latency.scenario(work, sizes.metrics_events)
         figures += asyncio.run(kafka_scenarios(sizes, work, bare))
     write(figures, quick=args.quick)
 

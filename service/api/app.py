@@ -14,7 +14,7 @@ from service.api import errors
 from service.api.access_log import AccessLog
 from service.api.auth import Guard
 from service.api.faults import Faults
-from service.api.routes import advice, dashboard, ingest, keys, ops, reads, schema, subjects
+from service.api.routes import advice, dashboard, ingest, keys, ops, quality, reads, schema, subjects
 from service.api.runtime import Runtime
 from service.clock import Clock, utcnow
 from service.config import Settings
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
     app.include_router(reads.router)
     app.include_router(ops.router)
     app.include_router(advice.router)
+    app.include_router(quality.router)
     app.include_router(keys.router)
     app.include_router(subjects.router)
     app.include_router(schema.router)

@@ -17,7 +17,7 @@ from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
 from service.core.privacy import subject_forms
 from service.log_once import RepeatingLog
-from service.store import erasure, feedback
+from service.store import erasure, feedback, quality
 from service.store.database import Database, failure_reason, store_fault
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
@@ -132,6 +132,8 @@ class Runtime:
         async with self.db.read() as conn:
             pending = await feedback.pending_by_use_case(conn)
             state = await feedback.pipeline(conn, self.clock(), self.watermark_times, self.kafka_topics)
+            tasks = {name: p.task for name, p in self.policies.use_cases.items() if p.output_path is not None}
+            self.telemetry.set_quality(await quality.latest(conn, tasks))
         for use_case, count in pending.items():
             self.telemetry.pending.labels(use_case).set(count)
         self.telemetry.dead_letters.set(state["dead_letters"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.store.quality import Latest
 from service.store.stats import EVENT_OUTCOMES, LABEL_STATS, Stat, StatsDelta
 
+QUALITY_GAUGES = ("count", "positive_rate", "mean_score", "log_loss", "brier", "roc_auc", "mae", "rmse", "bias")
 DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 
 
@@ -48,9 +50,33 @@ class Telemetry:
             "Records the joiners sent to the dead-letter topic (Kafka mode), from the store.",
             registry=self.registry,
         )
+        self.quality = Gauge(
+            "labelloop_model_quality",
+            "Model quality of the latest served hour with labels of that status (GET /v1/metrics/quality).",
+            ["use_case", "model", "model_version", "status", "metric"],
+            registry=self.registry,
+        )
+        self.quality_hour = Gauge(
+            "labelloop_model_quality_hour_start_seconds",
+            "Where the served hour of labelloop_model_quality starts (Unix time).",
+            ["use_case", "model", "model_version", "status"],
+            registry=self.registry,
+        )
         self.watermark_lag = Gauge(
             "labelloop_watermark_lag_seconds", "Wall clock minus the watermark.", registry=self.registry
         )
+
+    def set_quality(self, latest: list[Latest]) -> None:
+        """The figures of each model version's latest hour; a version no longer there disappears."""
+        self.quality.clear()
+        self.quality_hour.clear()
+        for q in latest:
+            names = (q.use_case, q.model, q.model_version, q.status)
+            self.quality_hour.labels(*names).set(q.start.timestamp())
+            for metric in QUALITY_GAUGES:
+                value = q.figures.get(metric)
+                if value is not None:
+                    self.quality.labels(*names, metric).set(value)
 
     def record(self, record: str, accepted: int, duplicates: int) -> None:
         self.records.labels(record, "accepted").inc(accepted)

@@ -12,9 +12,19 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 _SUBJECT_FIELD = re.compile(r"^(subject_id|(features|context)\.[^.\s]+)$")
+_OUTPUT_PATH = re.compile(r"^output(\.[^.\s]+)+$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -114,6 +124,19 @@ class UseCasePolicy(BaseModel):
     retention: Duration | None = Field(
         None, description="Final predictions served longer ago than this are purged (`labelloop purge`)."
     )
+    score: str | None = Field(
+        None, description="Binary: where a prediction's output holds its score, a probability (output.score)."
+    )
+    estimate: str | None = Field(
+        None, description="Regression: where a prediction's output holds its estimate of the label (output.eta_s)."
+    )
+
+    @field_validator("score", "estimate")
+    @classmethod
+    def _output_path(cls, path: str | None) -> str | None:
+        if path is not None and not _OUTPUT_PATH.match(path):
+            raise ValueError("must name a key of the prediction's output: output.<key>[.<key>...]")
+        return path
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCasePolicy:
@@ -132,6 +155,10 @@ class UseCasePolicy(BaseModel):
             object.__setattr__(self, "on_window_close", default)
         if self.task == "regression" and self.on_window_close == "implicit_negative":
             raise ValueError("implicit_negative needs a binary task; regression windows expire")
+        if self.task == "binary" and self.estimate is not None:
+            raise ValueError("estimate applies to regression tasks; a binary task names its score")
+        if self.task == "regression" and self.score is not None:
+            raise ValueError("score applies to binary tasks; a regression task names its estimate")
         if sorted(self.priority) != sorted(LabelKind):
             raise ValueError(f"priority must list each label kind once: {[k.value for k in LabelKind]}")
         for name, rule in self.events.items():
@@ -148,13 +175,23 @@ class UseCasePolicy(BaseModel):
     @cached_property
     def digest(self) -> str:
         """The version of this policy: every label records the digest of the policy that made it."""
-        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        content = self.model_dump(mode="json")
+        for optional in ("score", "estimate"):  # added later: a policy without them keeps its digest
+            if content[optional] is None:
+                del content[optional]
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
     @property
     def subject_key(self) -> str | None:
         """The features or context key that names the subject, or None when it is subject_id."""
         return None if self.subject == "subject_id" else self.subject.split(".", 1)[1]
+
+    @property
+    def output_path(self) -> tuple[str, ...] | None:
+        """The keys under output that lead to the score or estimate, or None when the policy names neither."""
+        path = self.score or self.estimate
+        return None if path is None else tuple(path.split(".")[1:])
 
     @property
     def seal_delay(self) -> timedelta:

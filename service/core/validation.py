@@ -7,6 +7,7 @@ import re
 
 from service.core.model import EventRecord, PredictionRecord
 from service.core.policy import PolicySet
+from service.core.quality import InvalidOutput, model_output
 from service.core.resolution import InvalidValue, validate_value
 from service.core.windows import deadlines
 
@@ -42,9 +43,14 @@ def check_prediction(policies: PolicySet, index: int, record: PredictionRecord) 
             field,
             f"names the subject: at most {MAX_SUBJECT} characters, no '/' or control characters",
         )
+    policy = policies.use_cases[record.use_case]
+    try:
+        model_output(policy, record.output)
+    except InvalidOutput as exc:
+        raise InvalidRecord("predictions", index, str(policy.score or policy.estimate), str(exc)) from None
     if record.served_at is not None:
         try:
-            deadlines(policies.use_cases[record.use_case], record.served_at)
+            deadlines(policy, record.served_at)
         except OverflowError:
             raise InvalidRecord(
                 "predictions", index, "served_at", "so late that its window and seal would end after the year 9999"

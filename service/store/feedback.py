@@ -20,7 +20,7 @@ from service.core.policy import LabelKind
 from service.core.windows import combined_watermark, effective_watermark, partition_watermark
 from service.store import watermarks
 from service.store.ingest import EMBEDDED_WATERMARK
-from service.store.stats import Stat, served_hour
+from service.store.stats import Stat, hour_start, served_hour
 from service.store.tables import dead_letters as dead_letter_table
 from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, predictions, stat_counters
 
@@ -88,10 +88,6 @@ class Served:
         if self.hour_to is not None and end_day is not None and end_day * HOURS_PER_DAY < self.hour_to:
             parts.append((delay_buckets, end_day * HOURS_PER_DAY, self.hour_to, "served_hour"))
         return parts
-
-
-def hour_start(hour: int) -> datetime:
-    return _EPOCH + hour * _HOUR
 
 
 async def feedback_loop(

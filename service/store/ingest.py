@@ -20,7 +20,7 @@ from service.core.windows import (
     observe,
     partition_watermark,
 )
-from service.store import intake, orphans, stats, tables, watermarks, windows
+from service.store import intake, orphans, quality, stats, tables, watermarks, windows
 from service.store.database import dialect_insert
 from service.store.labels import Labeler
 from service.store.records import IngestResult, Rejected
@@ -124,6 +124,7 @@ async def _apply(
         await orphans.tend(labeler)
     more_due = await windows.sweep(labeler, watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
+    await quality.flush(conn, labeler.quality)
     return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due)
 
 

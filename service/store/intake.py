@@ -11,6 +11,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import Disposition, EventRecord, Evidence, Phase, PredictionRecord, event_time
+from service.core.quality import model_output
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import deadlines
 from service.store.bulk import insert_rows
@@ -32,7 +33,9 @@ async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[Predi
     rows = []
     for _, digest, record in fresh:
         served_at = event_time(record, labeler.now)
-        deadline = deadlines(labeler.policies.use_cases[record.use_case], served_at)
+        policy = labeler.policies.use_cases[record.use_case]
+        deadline = deadlines(policy, served_at)
+        score = model_output(policy, record.output)  # checked valid above
         rows.append(
             {
                 "prediction_id": record.prediction_id,
@@ -50,6 +53,7 @@ async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[Predi
                 "seal_at": deadline.seal_at,
                 "phase": Phase.OPEN.value,
                 "deadline": deadline.window_end,
+                "score": score,
             }
         )
         labeler.stats.count(record.use_case, Stat.SERVED, served_hour(served_at))
@@ -64,6 +68,9 @@ async def add_predictions(labeler: Labeler, submissions: Sequence[Sequence[Predi
             seq=None,
             stored_phase=Phase.OPEN,
             evidence=[],  # nothing can have counted for a prediction not stored until now
+            model=record.model or "",
+            model_version=record.model_version or "",
+            score=score,
         )
     await insert_rows(labeler.conn, predictions, rows)
     await join_orphans(labeler, [r["prediction_id"] for r in rows])

@@ -20,6 +20,7 @@ from service.core.resolution import resolve
 from service.core.windows import Deadlines, event_timing
 from service.store.bulk import insert_rows, update_rows
 from service.store.database import dialect_insert, one_of
+from service.store.quality import QualityDelta
 from service.store.records import chunks, source_json
 from service.store.state import OpenPrediction, OpenPredictions
 from service.store.stats import Stat, StatsDelta
@@ -40,6 +41,9 @@ PREDICTION_COLUMNS = (
     predictions.c.revision,
     predictions.c.seq,
     predictions.c.feedback_delay_s,
+    predictions.c.model,
+    predictions.c.model_version,
+    predictions.c.score,
 )
 
 
@@ -83,6 +87,9 @@ def prediction_from_row(row: Any) -> OpenPrediction:
         current=current,
         feedback_delay_s=row.feedback_delay_s,
         seq=row.seq,
+        model=row.model or "",
+        model_version=row.model_version or "",
+        score=row.score,
     )
 
 
@@ -110,6 +117,7 @@ class Labeler:
         self.state = state
         self.count_fake_negatives = count_fake_negatives
         self.stats = StatsDelta()
+        self.quality = QualityDelta()
         self.watermark: datetime | None = None  # recorded in the label history
         # Every prediction this unit read or wrote, as it now stands: its caller publishes them
         # to the state once the unit committed.
@@ -194,6 +202,7 @@ class Labeler:
         """Resolve the label from these counted events at the prediction's phase; what changed is
         marked for store()."""
         policy = self.policies.use_cases[pred.use_case]
+        before = pred.current
         decision = resolve(policy, pred.served_at, counted, window_closed=pred.phase is not Phase.OPEN)
         change = label_change(pred.current, decision)
         status = LabelStatus.FINAL if pred.phase is Phase.FINAL else LabelStatus.PROVISIONAL
@@ -221,6 +230,8 @@ class Labeler:
             self.stats.count(pred.use_case, Stat.FINALIZED, pred.hour)
             if pred.current is None:
                 self.stats.count(pred.use_case, Stat.EXPIRED, pred.hour)
+        if pred.current is not before and pred.score is not None:
+            self.quality.move(policy.task, pred, before, pred.current)
 
     async def store(self, preds: list[OpenPrediction]) -> None:
         changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]

@@ -40,6 +40,10 @@ class OpenPrediction:
     evidence: list[Evidence] | None = None
     touched: bool = False  # a new counted event or a phase change: resolve again
     needs_seq: bool = False  # the dataset row changed: label or status
+    # Where its label counts in model quality ('' for no model or version); score None: not scored.
+    model: str = ""
+    model_version: str = ""
+    score: float | None = None
 
     @property
     def hour(self) -> int:
@@ -60,6 +64,9 @@ class OpenPrediction:
             None if self.evidence is None else list(self.evidence),
             self.touched,
             self.needs_seq,
+            self.model,
+            self.model_version,
+            self.score,
         )
 
 

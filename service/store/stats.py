@@ -64,6 +64,10 @@ def served_hour(served_at: datetime) -> int:
     return (served_at - _EPOCH) // _HOUR
 
 
+def hour_start(hour: int) -> datetime:
+    return _EPOCH + hour * _HOUR
+
+
 def by_day(buckets: Mapping[tuple[str, str, int, int], int]) -> Counter[tuple[str, str, int, int]]:
     """Delay histogram counts keyed (use case, event type, served hour, bucket), summed by served day."""
     daily: Counter[tuple[str, str, int, int]] = Counter()
@@ -94,33 +98,42 @@ class StatsDelta:
 
 @cache
 def _upsert_sql(dialect: str, table: Table, combine: str) -> str:
-    """INSERT of a row keyed by the table's primary key (in column order), its one other column
-    merged into a stored row by `combine` ("add" or "max"); SQLite and PostgreSQL spell it alike
-    but for the placeholders and the maximum."""
+    """INSERT of a row keyed by the table's primary key (in column order), its other columns merged
+    into a stored row by `combine`: "add" each, or "max" of its one other column; SQLite and
+    PostgreSQL spell it alike but for the placeholders and the maximum."""
     keys = [c.name for c in table.primary_key.columns]
-    (value,) = [c.name for c in table.columns if not c.primary_key]
-    names = ", ".join(f'"{n}"' for n in [*keys, value])
-    marks = ", ".join("?" if dialect == "sqlite" else f"${i}" for i in range(1, len(keys) + 2))
-    stored, new = f'{table.name}."{value}"', f'excluded."{value}"'
+    values = [c.name for c in table.columns if not c.primary_key]
+    names = ", ".join(f'"{n}"' for n in [*keys, *values])
+    marks = ", ".join("?" if dialect == "sqlite" else f"${i}" for i in range(1, len(keys) + len(values) + 1))
     greatest = "max" if dialect == "sqlite" else "greatest"
-    merged = f"{stored} + {new}" if combine == "add" else f"{greatest}({stored}, {new})"
+    merged = []
+    for value in values:
+        stored, new = f'{table.name}."{value}"', f'excluded."{value}"'
+        merged.append(f'"{value}" = ' + (f"{stored} + {new}" if combine == "add" else f"{greatest}({stored}, {new})"))
+    if combine != "add" and len(values) != 1:
+        raise ValueError(f"{table.name}: max merges one column")
     conflict = ", ".join(f'"{k}"' for k in keys)
     insert = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
-    return f'{insert} ON CONFLICT ({conflict}) DO UPDATE SET "{value}" = {merged}'
+    return f"{insert} ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(merged)}"
 
 
-async def _merge(conn: AsyncConnection, table: Table, values: Mapping[tuple[Any, ...], Any], combine: str) -> None:
-    """Merge values into a table keyed like them; rows in key order so concurrent writers lock
-    them alike. Plain driver statements: keys and values need no type processing."""
-    rows = [(*key, v) for key, v in sorted(values.items()) if v or combine != "add"]
+async def merge_rows(conn: AsyncConnection, table: Table, values: Mapping[tuple[Any, ...], Any], combine: str) -> None:
+    """Merge values (one per row, or a tuple of the table's other columns) into a table keyed like
+    them; rows in key order so concurrent writers lock them alike, none that would add nothing.
+    Plain driver statements: keys and values need no type processing."""
+    rows = []
+    for key, value in sorted(values.items()):
+        row = value if isinstance(value, tuple) else (value,)
+        if combine != "add" or any(row):
+            rows.append((*key, *row))
     if rows:
         await conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table, combine), rows)
 
 
 async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:
     """Add the delta to the tables."""
-    await _merge(conn, stat_counters, delta.counters, "add")
+    await merge_rows(conn, stat_counters, delta.counters, "add")
     if delta.buckets:
-        await _merge(conn, delay_buckets, delta.buckets, "add")
-        await _merge(conn, delay_buckets_daily, by_day(delta.buckets), "add")
-        await _merge(conn, delay_max, delta.maxima, "max")
+        await merge_rows(conn, delay_buckets, delta.buckets, "add")
+        await merge_rows(conn, delay_buckets_daily, by_day(delta.buckets), "add")
+        await merge_rows(conn, delay_max, delta.maxima, "max")

@@ -47,6 +47,8 @@ predictions = Table(
     Column("revision", Integer),
     Column("seq", BigInteger),
     Column("feedback_delay_s", Float),
+    # The score or estimate its policy named in the output when it arrived (service/core/quality.py).
+    Column("score", Float),
     Index("ix_predictions_deadline", "deadline"),
     Index("ix_predictions_use_case_seq", "use_case", "seq"),
     Index("ix_predictions_subject_id", "subject_id"),  # erasure
@@ -162,6 +164,38 @@ delay_max = Table(
     Column("event_type", String(ID), primary_key=True),
     Column("served_hour", BigInteger, primary_key=True),
     Column("max_s", Float, nullable=False),
+)
+
+# Model quality (service/core/quality.py) per use case, served hour ("1h", period = hours since the
+# epoch) or day ("1d", days), model, version ('' when none) and label status: the sums over its
+# labeled, scored predictions, kept as labels change. The key starts with the range a read scans.
+_QUALITY_KEY = ("use_case", "bucket", "period", "model", "model_version", "status")
+quality_sums = Table(
+    "quality_sums",
+    metadata,
+    Column("use_case", String(ID), primary_key=True),
+    Column("bucket", String(2), primary_key=True),
+    Column("period", BigInteger, primary_key=True),
+    Column("model", String(ID), primary_key=True),
+    Column("model_version", String(ID), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("label_sum", Float, nullable=False),
+    Column("score_sum", Float, nullable=False),
+    Column("abs_error_sum", Float, nullable=False),
+    Column("squared_error_sum", Float, nullable=False),
+    Column("log_loss_sum", Float, nullable=False),
+)
+
+# Binary use cases: the histogram of scores per label class under the same key.
+quality_bins = Table(
+    "quality_bins",
+    metadata,
+    *(Column(name, quality_sums.c[name].type, primary_key=True) for name in _QUALITY_KEY),
+    Column("bin", Integer, primary_key=True),
+    Column("negatives", BigInteger, nullable=False),
+    Column("positives", BigInteger, nullable=False),
+    Column("score_sum", Float, nullable=False),
 )
 
 # Kafka mode: messages sent to the dead-letter topic, once each however often a batch is replayed.

@@ -347,3 +347,43 @@ def test_the_policy_digest_names_its_content(tmp_path: Path, bundled_raw: dict[s
         for n, raw in (("1", one), ("2", other))
     }
     assert len(digests) == 1  # the order a set is written in is no part of the policy
+
+
+def test_a_policy_without_score_keeps_the_digest_it_had(tmp_path: Path, bundled_raw: dict[str, Any]) -> None:
+    raw = copy.deepcopy(bundled_raw)
+    del raw["use_cases"]["recsys"]["score"], raw["use_cases"]["eta"]["estimate"]
+    policies = load_policies(_write(tmp_path, "old.yaml", raw))
+    # The digests these policies had before score and estimate existed: their labels' policy stays theirs.
+    assert (policies.use_cases["recsys"].digest, policies.use_cases["eta"].digest) == (
+        "406a9b0e76aab72c",
+        "48f559537b44612c",
+    )
+    assert load_policies(BUNDLED_POLICIES).use_cases["recsys"].digest != "406a9b0e76aab72c"
+
+
+@pytest.mark.parametrize(
+    ("use_case", "field", "path", "reason"),
+    [
+        ("recsys", "score", "features.score", "use_cases.recsys.score: .*must name a key of the prediction's output"),
+        ("recsys", "score", "output", "must name a key of the prediction's output"),
+        ("recsys", "estimate", "output.eta_s", "estimate applies to regression tasks"),
+        ("eta", "score", "output.p", "score applies to binary tasks"),
+    ],
+)
+def test_score_and_estimate_paths_are_checked_at_load(
+    tmp_path: Path, bundled_raw: dict[str, Any], use_case: str, field: str, path: str, reason: str
+) -> None:
+    raw = copy.deepcopy(bundled_raw)
+    raw["use_cases"][use_case][field] = path
+    with pytest.raises(PolicyError, match=reason):
+        load_policies(_write(tmp_path, "bad.yaml", raw))
+
+
+def test_the_bundled_policies_name_their_outputs() -> None:
+    policies = load_policies(BUNDLED_POLICIES).use_cases
+    assert (policies["recsys"].score, policies["eta"].estimate, policies["fraud"].score) == (
+        "output.score",
+        "output.eta_s",
+        "output.score",
+    )
+    assert policies["recsys"].output_path == ("score",)
