@@ -4,6 +4,8 @@ that a click later turns into 1, within three standard errors."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import random
 from collections import defaultdict
@@ -15,7 +17,7 @@ import orjson
 
 from service.api.runtime import Runtime
 from tests.conftest import T0, FakeClock
-from tests.helpers import iso
+from tests.helpers import MIN, Timeline, iso
 
 CTR, MU, SIGMA = 0.6, math.log(480.0), 1.0  # clicks: median 8 min, so two in five come after the 10-min window
 HISTORY_HOURS, PER_HOUR = 12, 1000  # the curve's cohorts, all watched past the seal by the read
@@ -121,3 +123,36 @@ async def test_mean_p_flip_of_a_cohort_is_the_share_that_flips(
     ordered = sorted(waiting.values(), key=lambda r: r["served_at"])
     longer, shorter = ordered[: n // 2], ordered[n // 2 :]
     assert sum(r["p_flip"] for r in longer) < sum(r["p_flip"] for r in shorter)
+
+
+async def test_as_of_a_seq_the_rows_are_as_sure_as_they_were_then(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    """No history yet: not estimated. Then, with history: p_flip falls as a row waits, and a dataset
+    as of a seq keeps the wait it had at that seq."""
+    clock.set(T0 - timedelta(hours=5))
+    t = Timeline(client, runtime, clock)
+    await t.predict("young", T0 - timedelta(hours=4))
+    await t.advance_watermark(T0 - timedelta(hours=4) + 15 * MIN)
+    assert (await dataset(client))["young"]["p_flip"] is None  # no cohort watched until a seal yet
+
+    rng = random.Random(3)
+    history = [served_and_clicked(rng, f"H{i}", T0 - timedelta(hours=3, seconds=i)) for i in range(300)]
+    records = [(datetime.fromisoformat(p["served_at"]), "predictions", p) for p, _ in history]
+    records += [(datetime.fromisoformat(c["occurred_at"]), "events", c) for _, c in history if c is not None]
+    await deliver(client, clock, sorted(records, key=lambda r: r[0]), T0)
+    t = Timeline(client, runtime, clock)
+    await t.predict("P", T0)
+    await t.advance_watermark(T0 + 15 * MIN)
+    response = await client.get("/v1/datasets/recsys")
+    seq = int(response.headers["X-Labelloop-Seq"])
+    then = (await dataset(client))["P"]["p_flip"]
+    assert 0 < then < 1
+    table = (await client.get("/v1/datasets/recsys", params={"format": "csv"})).text
+    assert {r["prediction_id"]: r["p_flip"] for r in csv.DictReader(io.StringIO(table))}["P"] == repr(then)
+
+    await t.advance_watermark(T0 + 40 * MIN)
+    clock.advance(runtime.settings.flip_refresh)  # the curve recomputed: the same history, the same curve
+    assert 0 <= (await dataset(client))["P"]["p_flip"] < then
+    as_of = await client.get("/v1/datasets/recsys", params={"as_of": seq})
+    assert {r["prediction_id"]: r["p_flip"] for r in map(orjson.loads, as_of.text.splitlines())}["P"] == then
