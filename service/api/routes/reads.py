@@ -79,9 +79,12 @@ async def _csv_page(
 _ROWS = {"schema": {"type": "string"}}
 
 
-async def _estimate(runtime: RuntimeDep, conn: AsyncConnection, use_case: str, as_of: int | None) -> Estimate:
+async def _estimate(runtime: RuntimeDep, conn: AsyncConnection, f: dataset.DatasetFilter) -> Estimate:
     """p_flip from the curve now; each row's wait up to the watermark now, or (as_of) the one
     recorded at that seq: the dataset's rows as sure as they were then."""
+    if f.final_only:  # no provisional row to estimate
+        return Estimate(None, None)
+    use_case, as_of = f.use_case, f.as_of
     now = await feedback.current_watermark(conn, runtime.clock(), runtime.watermark_times, runtime.kafka_topics)
     mark = now if as_of is None else await dataset.watermark_at(conn, use_case, as_of)
     curve = await runtime.flip_curves.curve(conn, use_case, runtime.policies.use_cases[use_case], now)
@@ -141,7 +144,7 @@ async def get_dataset(
         if as_of is not None and as_of > reflected:
             detail = [problem(["query", "as_of"], f"beyond the last seq, {reflected}: that dataset does not exist yet")]
             raise BadRequest(422, "validation_error", detail)
-        flip = await _estimate(runtime, conn, use_case, as_of)
+        flip = await _estimate(runtime, conn, filters)
     headers = {
         "X-Labelloop-Seq": str(reflected if as_of is None else as_of),
         "X-Labelloop-Policy": runtime.policies.use_cases[use_case].digest,
