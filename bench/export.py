@@ -40,7 +40,8 @@ _INSERT = (
 # The columns dataset.DATASET_COLUMNS exports, in its order.
 _RAW_SELECT = (
     "SELECT prediction_id, model, model_version, served_at, subject_id, features, output, label, label_kind,"
-    " label_status, label_sources, feedback_delay_s, revision, seq FROM predictions"
+    " label_status, label_sources, feedback_delay_s, revision, seq,"
+    " CASE WHEN label_status = 'final' THEN 0.0 END FROM predictions"
     " WHERE use_case = ? ORDER BY seq"
 )
 

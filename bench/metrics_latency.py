@@ -1,5 +1,6 @@
 """Feedback-loop metrics latency: GET /v1/metrics/feedback-loop (all use cases, one use case, the
-last 7 days) with N events in the store, beside GET /healthz on the same server in the same run.
+last 7 days) and the window advisor, GET /v1/advice/window (recsys, fraud), with N events in the
+store, beside GET /healthz on the same server in the same run.
 
 The store is filled directly, not through the API: N joined events over 30 days of served hours
 for the three bundled use cases, and the hourly counters, delay histograms and maxima the labeler
@@ -345,10 +346,25 @@ def check(client: httpx.Client, stats: Stats, since: datetime, backend: str) -> 
                 )
 
 
+ADVISED = ("recsys", "fraud")  # four event types, an hour's horizon; two, 90 days
+
+
+def check_advice(client: httpx.Client, stats: Stats, backend: str) -> None:
+    """Every ended served hour is a cohort, and no estimate rests on more events than were inserted."""
+    for use_case in ADVISED:
+        advice = client.get("/v1/advice/window", params={"use_case": use_case}).raise_for_status().json()
+        inserted = stats.events(use_case)
+        for event_type, figures in advice["event_types"].items():
+            sample = figures["sample"]
+            if sample["cohorts"] != HOURS - 1 or sample["positives"] > inserted.get(event_type, 0):
+                raise AssertionError(f"{backend}: {use_case} {event_type} advice on {sample}, inserted {inserted}")
+
+
 def measure(url: str, stats: Stats, since: datetime, scenario: str, label: str) -> list[Figure]:
     figures: list[Figure] = []
     with httpx.Client(base_url=url, timeout=120) as client:
         check(client, stats, since, scenario)
+        check_advice(client, stats, scenario)
         healthz = latencies(client, "/healthz")
         figures += [
             Figure(scenario, "GET /healthz p50", _p(healthz, 0.5), "ms"),
@@ -359,13 +375,16 @@ def measure(url: str, stats: Stats, since: datetime, scenario: str, label: str) 
             ("?use_case=recsys", "use_case=recsys"),
             (f"?since={since.isoformat().replace('+00:00', 'Z')}", "since 7 days ago"),
         )
-        for query, what in variants:
-            ms = latencies(client, f"/v1/metrics/feedback-loop{query}")
+        # The window advisor reads the same tables: served counts and delay histograms by hour.
+        paths = [(f"/v1/metrics/feedback-loop{q}", f"/v1/metrics/feedback-loop, {what}") for q, what in variants]
+        paths += [(f"/v1/advice/window?use_case={uc}", f"/v1/advice/window, use_case={uc}") for uc in ADVISED]
+        for path, what in paths:
+            ms = latencies(client, path)
             for q, name in ((0.5, "p50"), (0.99, "p99")):
                 figures.append(
                     Figure(
                         scenario,
-                        f"GET /v1/metrics/feedback-loop, {what}, {name} ({label}, {len(ms)} requests)",
+                        f"GET {what}, {name} ({label}, {len(ms)} requests)",
                         _p(ms, q),
                         "ms",
                         f"/healthz {name}",

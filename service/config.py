@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     auth_refresh: Duration = Field(
         timedelta(seconds=5), description="How soon a key created or revoked elsewhere takes effect."
     )
+    flip_refresh: Duration = Field(
+        timedelta(seconds=60),
+        description="How long a use case's p_flip curve (from the delay histograms) serves dataset reads.",
+    )
     max_body_bytes: Annotated[int, Ge(1024)] = Field(
         10 * 1024 * 1024, description="Largest request body; larger ones answer 413 before they are parsed."
     )

@@ -19,6 +19,7 @@ from service.core.privacy import subject_forms
 from service.log_once import RepeatingLog
 from service.store import erasure, feedback, quality
 from service.store.database import Database, failure_reason, store_fault
+from service.store.flip import FlipCurves
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
 from service.store.state import OpenPredictions
@@ -37,6 +38,7 @@ class Runtime:
     sink: Sink = field(init=False)
     state: OpenPredictions = field(init=False)  # embedded mode: this process is the only writer
     guard: Guard = field(init=False)
+    flip_curves: FlipCurves = field(init=False)
     write_fault: str | None = field(default=None, init=False)  # why the last unit of work failed, if the store's fault
     _sweep_log: RepeatingLog = field(default_factory=lambda: RepeatingLog(log), init=False)
     _purge_log: RepeatingLog = field(default_factory=lambda: RepeatingLog(log), init=False)
@@ -46,6 +48,7 @@ class Runtime:
         self.state = OpenPredictions(self.settings.state_capacity)
         self.sink = EmbeddedSink(self)
         self.guard = Guard(self.settings, self.db)
+        self.flip_curves = FlipCurves(self.settings.flip_refresh, self.clock)
 
     async def apply(self, submissions: Sequence[Submission] = ()) -> UnitResult:
         """One unit of work in its own transaction; the open predictions it touched are published

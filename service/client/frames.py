@@ -25,6 +25,7 @@ COLUMNS = (  # as the API sends them (service/store/dataset.py DATASET_COLUMNS)
     "feedback_delay_s",
     "revision",
     "seq",
+    "p_flip",
 )
 
 
@@ -48,6 +49,7 @@ def arrow_schema() -> Any:
             ("feedback_delay_s", number),
             ("revision", pa.int64()),
             ("seq", pa.int64()),
+            ("p_flip", number),  # provisional implicit negatives; 0 when final, else null
         ]
     )
 

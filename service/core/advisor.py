@@ -98,11 +98,12 @@ def incidence(cohorts: list[Cohort], horizon_s: float) -> tuple[dict[int, float]
 def window_curve(cohorts: list[Cohort], horizon_s: float, candidates: list[float]) -> Curve:
     """The fake-negative rate and median label wait at each candidate window up to the horizon."""
     rates, observed = incidence(cohorts, horizon_s)
-    known_until = upper_bound(max(rates)) if rates else 0.0
+    cumulative = Cumulative(rates)
+    known_until = cumulative.known_until
     total = sum(rates.values())
     points = []
     for window in sorted(w for w in candidates if 0 < w <= min(horizon_s, known_until)):
-        within = _within(rates, window)
+        within = cumulative.at(window)
         rate = (total - within) / total if total > 0 else 0.0
         low, high = wilson(rate * observed, observed)
         points.append(CurvePoint(window, rate, low, high, _median_wait(rates, window)))
@@ -110,17 +111,29 @@ def window_curve(cohorts: list[Cohort], horizon_s: float, candidates: list[float
     return Curve(min(horizon_s, known_until), round(observed), eligible, total, points)
 
 
-def _within(rates: dict[int, float], window_s: float) -> float:
-    """I(W): the incidence up to W, the bucket holding W taken in proportion (log-uniform within
-    it, its width being 10%) rather than whole or not at all."""
-    holding = bucket_of(window_s)
-    total = sum(rate for bucket, rate in rates.items() if bucket < holding)
-    if holding in rates and holding > 0:
-        lower, upper = upper_bound(holding - 1), upper_bound(holding)
-        total += rates[holding] * math.log(window_s / lower) / math.log(upper / lower)
-    elif holding in rates:
-        total += rates[holding]
-    return total
+class Cumulative:
+    """I(d): the incidence up to delay d, the bucket holding d taken in proportion (log-uniform
+    within it, its width being 10%) rather than whole or not at all. Prefix sums: O(1) per delay."""
+
+    def __init__(self, rates: Mapping[int, float]) -> None:
+        self.rates = rates
+        self.known_until = upper_bound(max(rates)) if rates else 0.0  # the longest delay some cohort saw whole
+        last = max(rates, default=-1)
+        self._before = [0.0] * (last + 2)  # _before[b]: the incidence of the buckets below b
+        for bucket in range(last + 1):
+            self._before[bucket + 1] = self._before[bucket] + rates.get(bucket, 0.0)
+
+    def at(self, delay_s: float) -> float:
+        holding = bucket_of(delay_s)
+        if holding >= len(self._before) - 1:
+            return self._before[-1]
+        total = self._before[holding]
+        if holding in self.rates and holding > 0:
+            lower, upper = upper_bound(holding - 1), upper_bound(holding)
+            total += self.rates[holding] * math.log(delay_s / lower) / math.log(upper / lower)
+        elif holding in self.rates:
+            total += self.rates[holding]
+        return total
 
 
 def _median_wait(rates: dict[int, float], window_s: float) -> float:

@@ -35,15 +35,11 @@ async def delay_cohorts(
         if int(hour) < current and int(total) > 0
     }
     histograms: dict[tuple[str, int], dict[int, int]] = defaultdict(dict)
+    # One row per (use case, type, hour, bucket), its primary key: nothing to add up.
     result = await conn.execute(
         select(
-            delay_buckets.c.event_type,
-            delay_buckets.c.served_hour,
-            delay_buckets.c.bucket,
-            func.sum(delay_buckets.c.count),
-        )
-        .where(delay_buckets.c.use_case == use_case, delay_buckets.c.event_type.in_(event_types))
-        .group_by(delay_buckets.c.event_type, delay_buckets.c.served_hour, delay_buckets.c.bucket)
+            delay_buckets.c.event_type, delay_buckets.c.served_hour, delay_buckets.c.bucket, delay_buckets.c.count
+        ).where(delay_buckets.c.use_case == use_case, delay_buckets.c.event_type.in_(event_types))
     )
     for event_type, hour, bucket, count in result:
         histograms[(event_type, int(hour))][int(bucket)] = int(count)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Float, Select, Text, and_, case, cast, func, literal_column, null, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import LabelStatus
+from service.core.policy import LabelKind
 from service.store.tables import dataset_seqs, label_history, predictions
 
 DATASET_COLUMNS = (
@@ -28,7 +29,12 @@ DATASET_COLUMNS = (
     "feedback_delay_s",
     "revision",
     "seq",
+    "p_flip",
 )
+
+# p_flip for a row at `served_at` (None: not estimated): set for provisional implicit negatives at
+# read time (service/store/flip.py); final rows carry 0, the others null.
+Flip = Callable[[datetime], float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +52,11 @@ class DatasetFilter:
 @dataclass(frozen=True, slots=True)
 class _Source:
     """Where the rows come from: each DATASET_COLUMNS column, the seq and status to filter and
-    order by, the FROM clause and the conditions that pick the use case's rows."""
+    order by, the FROM clause and the conditions that pick the use case's rows; `awaiting`: the
+    served_at of a provisional implicit negative (null otherwise), whose p_flip is set at read."""
 
     columns: tuple[ColumnElement[Any], ...]
+    awaiting: ColumnElement[Any]
     seq: ColumnElement[Any]
     status: ColumnElement[Any]
     select_from: Any
@@ -66,6 +74,15 @@ _PREDICTION_FIELDS = (
 )
 
 
+def _final_zero(status: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case((status == LabelStatus.FINAL.value, literal_column("0.0", Float)), else_=null())
+
+
+def _awaiting(kind: ColumnElement[Any], status: ColumnElement[Any]) -> ColumnElement[Any]:
+    pending = and_(kind == LabelKind.IMPLICIT_NEGATIVE.value, status == LabelStatus.PROVISIONAL.value)
+    return case((pending, predictions.c.served_at), else_=null())
+
+
 def _source(f: DatasetFilter) -> _Source:
     if f.as_of is None:  # the current rows: one per prediction, its latest label
         label = (
@@ -78,7 +95,8 @@ def _source(f: DatasetFilter) -> _Source:
             predictions.c.seq,
         )
         return _Source(
-            (*_PREDICTION_FIELDS, *label),
+            (*_PREDICTION_FIELDS, *label, _final_zero(predictions.c.label_status)),
+            _awaiting(predictions.c.label_kind, predictions.c.label_status),
             predictions.c.seq,
             predictions.c.label_status,
             predictions,
@@ -101,7 +119,8 @@ def _source(f: DatasetFilter) -> _Source:
         history.c.seq,
     )
     return _Source(
-        (*_PREDICTION_FIELDS, *label),
+        (*_PREDICTION_FIELDS, *label, _final_zero(history.c.status)),
+        _awaiting(history.c.kind, history.c.status),
         history.c.seq,
         history.c.status,
         history.join(predictions, predictions.c.prediction_id == history.c.prediction_id),
@@ -163,7 +182,7 @@ def _text_size(row: Any) -> int:
 
 
 async def dataset_page(
-    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int
+    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int, flip: Flip
 ) -> tuple[list[tuple[Any, ...]], bool]:
     """Up to `limit` labeled rows with seq > after, in seq order (a keyset page), as tuples in
     DATASET_COLUMNS order; the JSON columns as JSON text (or None), served_at as utc_text. Cut
@@ -174,16 +193,18 @@ async def dataset_page(
         cast(c, Text) if name in JSON_COLUMNS else utc_text(conn, c) if c is predictions.c.served_at else c
         for name, c in zip(DATASET_COLUMNS, source.columns, strict=True)
     ]
-    rows, cut = await _within(conn, _dataset_query(f, source, after, limit, *columns), max_bytes, _text_size)
-    return [tuple(row) for row in rows], cut
+    query = _dataset_query(f, source, after, limit, *columns, source.awaiting)
+    rows, cut = await _within(conn, query, max_bytes, _text_size)
+    return [(*row[:-2], row[-2] if row[-1] is None else flip(row[-1])) for row in rows], cut
 
 
 async def dataset_lines(
-    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int
+    conn: AsyncConnection, f: DatasetFilter, after: int, limit: int, max_bytes: int, flip: Flip
 ) -> tuple[list[tuple[str, int]], bool]:
     """The same page as JSONL lines, each with its seq. The database encodes each row as a JSON
     object: in C, from the stored JSON text, where Python would build a dict and encode it
-    (measured: 3x the rows/s of a SQLite export)."""
+    (measured: 3x the rows/s of a SQLite export). p_flip, the last key, is null in the provisional
+    implicit negatives' lines and set here."""
     source = _source(f)
     values: list[Any] = []
     for name, column in zip(DATASET_COLUMNS, source.columns, strict=True):
@@ -198,9 +219,19 @@ async def dataset_lines(
         if conn.dialect.name == "postgresql"
         else func.json_object(*values, type_=Text)
     )
-    query = _dataset_query(f, source, after, limit, line, source.seq)
+    query = _dataset_query(f, source, after, limit, line, source.seq, source.awaiting)
     rows, cut = await _within(conn, query, max_bytes, lambda row: len(row[0]))
-    return [(text, seq) for text, seq in rows], cut
+    return [(text if served is None else _set_flip(text, flip(served)), seq) for text, seq, served in rows], cut
+
+
+_NULL_END = "null}"
+
+
+def _set_flip(line: str, p_flip: float | None) -> str:
+    if p_flip is None:
+        return line
+    assert line.endswith(_NULL_END)  # p_flip is the last key, both dialects end the object so
+    return f"{line[: -len(_NULL_END)]}{p_flip!r}}}"
 
 
 def utc_text(conn: AsyncConnection, column: Any) -> ColumnElement[str]:
@@ -219,3 +250,16 @@ async def last_seq(conn: AsyncConnection, use_case: str) -> int:
     """The last seq handed out for a use case: what a dataset read now reflects (0: none yet)."""
     result = await conn.execute(select(dataset_seqs.c.last_seq).where(dataset_seqs.c.use_case == use_case))
     return int(result.scalar_one_or_none() or 0)
+
+
+async def watermark_at(conn: AsyncConnection, use_case: str, seq: int) -> datetime | None:
+    """The watermark when the use case's dataset stood at this seq: the one recorded with its last
+    label revision up to it (None: none recorded)."""
+    result = await conn.execute(
+        select(label_history.c.watermark)
+        .select_from(label_history.join(predictions, predictions.c.prediction_id == label_history.c.prediction_id))
+        .where(predictions.c.use_case == use_case, label_history.c.seq <= seq)
+        .order_by(label_history.c.seq.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()

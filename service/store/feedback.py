@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.core.histogram import quantile, upper_bound
 from service.core.model import LabelStatus, Phase
 from service.core.policy import LabelKind
-from service.core.windows import combined_watermark, effective_watermark, partition_watermark
+from service.core.windows import PartitionProgress, combined_watermark, effective_watermark, partition_watermark
 from service.store import watermarks
 from service.store.ingest import EMBEDDED_WATERMARK
 from service.store.stats import Stat, hour_start, served_hour
@@ -332,44 +332,59 @@ def _lag(now: datetime, t: datetime | None) -> float | None:
     return None if t is None else (now - t).total_seconds()
 
 
+def _marks(
+    stored: Mapping[str, PartitionProgress], now: datetime, times: WatermarkTimes, kafka_topics: Iterable[str] | None
+) -> tuple[datetime | None, dict[str, datetime | None]]:
+    """The watermark, and in Kafka mode each partition's (by name) that it is the lowest of."""
+    if kafka_topics is None:
+        progress = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
+        return effective_watermark(progress.state, now, times.disorder, times.idle_timeout), {}
+    topics = set(kafka_topics)
+    marks = {
+        name: partition_watermark(p, now, times.disorder, times.idle_timeout, times.owner_timeout)
+        for name, p in sorted(stored.items())
+        if name.rsplit(":", 1)[0] in topics
+    }
+    return combined_watermark(list(marks.values())), marks
+
+
+async def current_watermark(
+    conn: AsyncConnection, now: datetime, times: WatermarkTimes, kafka_topics: Iterable[str] | None
+) -> datetime | None:
+    """The time up to which every event is taken to have arrived, as the writers would judge it now."""
+    return _marks(await watermarks.load_all(conn), now, times, kafka_topics)[0]
+
+
 async def pipeline(
     conn: AsyncConnection, now: datetime, times: WatermarkTimes, kafka_topics: Iterable[str] | None
 ) -> dict[str, Any]:
     """The watermark and its lag behind the wall clock; in Kafka mode each partition's (how far its
     event time lags, whether its consumer had read to its end) and the dead letters."""
     stored = await watermarks.load_all(conn)
+    mark, marks = _marks(stored, now, times, kafka_topics)
     answer: dict[str, Any]
     if kafka_topics is None:
-        progress = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
-        mark = effective_watermark(progress.state, now, times.disorder, times.idle_timeout)
+        state = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED).state
         answer = {
             "mode": "embedded",
             "watermark": _iso(mark),
             "watermark_lag_s": _lag(now, mark),
-            "max_event_time": _iso(progress.state.max_event_time),
-            "last_arrival_at": _iso(progress.state.last_arrival_at),
+            "max_event_time": _iso(state.max_event_time),
+            "last_arrival_at": _iso(state.last_arrival_at),
         }
     else:
-        topics = set(kafka_topics)
-        partitions = []
-        marks = []
-        for name, p in sorted(stored.items()):
-            if name.rsplit(":", 1)[0] not in topics:
-                continue
-            mark = partition_watermark(p, now, times.disorder, times.idle_timeout, times.owner_timeout)
-            marks.append(mark)
-            partitions.append(
-                {
-                    "partition": name,
-                    "watermark": _iso(mark),
-                    "watermark_lag_s": _lag(now, mark),
-                    "max_event_time": _iso(p.state.max_event_time),
-                    "caught_up": p.caught_up,
-                    "reported_at": _iso(p.reported_at),
-                    "since_report_s": _lag(now, p.reported_at),
-                }
-            )
-        mark = combined_watermark(marks)
+        partitions = [
+            {
+                "partition": name,
+                "watermark": _iso(marks[name]),
+                "watermark_lag_s": _lag(now, marks[name]),
+                "max_event_time": _iso(stored[name].state.max_event_time),
+                "caught_up": stored[name].caught_up,
+                "reported_at": _iso(stored[name].reported_at),
+                "since_report_s": _lag(now, stored[name].reported_at),
+            }
+            for name in marks
+        ]
         answer = {
             "mode": "kafka",
             "watermark": _iso(mark),

@@ -132,6 +132,7 @@ async def test_a_row_is_the_same_in_jsonl_and_csv(
         "feedback_delay_s": 89.9985,
         "revision": 0,
         "seq": 1,
+        "p_flip": None,  # a provisional explicit label: not estimated
     }
     [row] = await rows(client)
     assert row == expected
@@ -141,7 +142,7 @@ async def test_a_row_is_the_same_in_jsonl_and_csv(
     [cells] = list(csv.DictReader(io.StringIO(response.text)))
     assert cells["served_at"] == expected["served_at"]
     assert json.loads(cells["features"]) == features
-    assert (cells["output"], float(cells["feedback_delay_s"]), cells["seq"]) == ("", 89.9985, "1")
+    assert (cells["output"], float(cells["feedback_delay_s"]), cells["seq"], cells["p_flip"]) == ("", 89.9985, "1", "")
 
 
 async def test_unknown_use_case_and_bad_query(client: httpx.AsyncClient) -> None:

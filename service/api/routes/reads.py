@@ -19,6 +19,7 @@ from service.api.errors import BadRequest, problem, responses
 from service.auth.keys import Scope
 from service.contract import Id, Instant, Name
 from service.store import dataset, feedback, lineage
+from service.store.flip import Estimate
 
 router = APIRouter(prefix="/v1")
 
@@ -58,24 +59,36 @@ Page = tuple[bytes, int, int, bool]  # body, rows, last seq, cut short by the by
 
 
 async def _jsonl_page(
-    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int
+    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int, flip: Estimate
 ) -> Page:
-    lines, cut = await dataset.dataset_lines(conn, filters, after, size, max_bytes)
+    lines, cut = await dataset.dataset_lines(conn, filters, after, size, max_bytes, flip)
     body = "".join(f"{line}\n" for line, _ in lines).encode()
     return body, len(lines), lines[-1][1] if lines else after, cut
 
 
 async def _csv_page(
-    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int
+    conn: AsyncConnection, filters: dataset.DatasetFilter, after: int, size: int, max_bytes: int, flip: Estimate
 ) -> Page:
     """JSON columns as their JSON text, served_at as in JSONL, None as an empty cell."""
-    page, cut = await dataset.dataset_page(conn, filters, after, size, max_bytes)
+    page, cut = await dataset.dataset_page(conn, filters, after, size, max_bytes, flip)
     out = io.StringIO()
     csv.writer(out).writerows(["" if v is None else v for v in row] for row in page)
     return out.getvalue().encode(), len(page), page[-1][_SEQ_AT] if page else after, cut
 
 
 _ROWS = {"schema": {"type": "string"}}
+
+
+async def _estimate(runtime: RuntimeDep, conn: AsyncConnection, f: dataset.DatasetFilter) -> Estimate:
+    """p_flip from the curve now; each row's wait up to the watermark now, or (as_of) the one
+    recorded at that seq: the dataset's rows as sure as they were then."""
+    if f.final_only:  # no provisional row to estimate
+        return Estimate(None, None)
+    use_case, as_of = f.use_case, f.as_of
+    now = await feedback.current_watermark(conn, runtime.clock(), runtime.watermark_times, runtime.kafka_topics)
+    mark = now if as_of is None else await dataset.watermark_at(conn, use_case, as_of)
+    curve = await runtime.flip_curves.curve(conn, use_case, runtime.policies.use_cases[use_case], now)
+    return Estimate(curve, mark)
 
 
 @router.get(
@@ -128,9 +141,10 @@ async def get_dataset(
     )
     async with runtime.db.read() as conn:
         reflected = await dataset.last_seq(conn, use_case)
-    if as_of is not None and as_of > reflected:
-        detail = [problem(["query", "as_of"], f"beyond the last seq, {reflected}: that dataset does not exist yet")]
-        raise BadRequest(422, "validation_error", detail)
+        if as_of is not None and as_of > reflected:
+            detail = [problem(["query", "as_of"], f"beyond the last seq, {reflected}: that dataset does not exist yet")]
+            raise BadRequest(422, "validation_error", detail)
+        flip = await _estimate(runtime, conn, filters)
     headers = {
         "X-Labelloop-Seq": str(reflected if as_of is None else as_of),
         "X-Labelloop-Policy": runtime.policies.use_cases[use_case].digest,
@@ -141,7 +155,7 @@ async def get_dataset(
 
     async def page(after: int, size: int) -> Page:
         async with runtime.db.read() as conn:
-            return await fetch(conn, filters, after, size, page_bytes)
+            return await fetch(conn, filters, after, size, page_bytes, flip)
 
     # The first page before the response starts: a store that cannot answer is a 503, not a 200
     # that breaks off. Later pages can only break the stream off.
