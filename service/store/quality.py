@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.labels import CurrentLabel
 from service.core.policy import UseCasePolicy
-from service.core.quality import SUMS, binary_figures, part, regression_figures
+from service.core.quality import SUMS, Part, binary_figures, part, regression_figures
 from service.store.state import OpenPrediction
 from service.store.stats import hour_start, merge_rows
 from service.store.tables import quality_bins, quality_sums
@@ -26,37 +26,60 @@ HOURS = {"1h": 1, "1d": 24}
 Key = tuple[str, str, int, str, str, str]  # use_case, bucket, period, model, model_version, status
 
 
+HourKey = tuple[str, int, str, str, str]  # use_case, served hour, model, model_version, status
+
+
 @dataclass
 class QualityDelta:
-    sums: dict[Key, list[float]] = field(default_factory=dict)
-    bins: dict[tuple[Key, int], list[float]] = field(default_factory=dict)  # (negatives, positives, score sum)
+    """Kept by served hour; the daily rows are summed from the hours on flush (a label change
+    costs one update, not one per bucket)."""
+
+    sums: dict[HourKey, list[float]] = field(default_factory=dict)
+    bins: dict[tuple[HourKey, int], list[float]] = field(default_factory=dict)  # (negatives, positives, score sum)
 
     def move(self, task: str, pred: OpenPrediction, before: CurrentLabel | None, after: CurrentLabel | None) -> None:
         """The prediction's label went from `before` to `after` (either None: no label)."""
         assert pred.score is not None
+        parts: dict[float, Part] = {}  # a status change keeps the label: its part computed once
         for label, sign in ((before, -1), (after, 1)):
             if label is None or isinstance(label.label, str):
                 continue
-            contribution = part(task, pred.score, label.label)
-            for bucket, hours in HOURS.items():
-                key = (pred.use_case, bucket, pred.hour // hours, pred.model, pred.model_version, label.status.value)
-                sums = self.sums.setdefault(key, [0.0] * len(SUMS))
+            contribution = parts.get(label.label)
+            if contribution is None:
+                contribution = parts[label.label] = part(task, pred.score, label.label)
+            key = (pred.use_case, pred.hour, pred.model, pred.model_version, label.status.value)
+            sums = self.sums.get(key)
+            if sums is None:
+                self.sums[key] = [sign * value for value in contribution.sums]
+            else:
                 for i, value in enumerate(contribution.sums):
                     sums[i] += sign * value
-                if contribution.bin is not None:
-                    counts = self.bins.setdefault((key, contribution.bin), [0.0, 0.0, 0.0])
-                    counts[1 if contribution.positive else 0] += sign
-                    counts[2] += sign * pred.score
+            if contribution.bin is not None:
+                counts = self.bins.setdefault((key, contribution.bin), [0.0, 0.0, 0.0])
+                counts[1 if contribution.positive else 0] += sign
+                counts[2] += sign * pred.score
+
+
+def _by_bucket(hourly: Mapping[tuple[HourKey, int], list[float]]) -> dict[tuple[Any, ...], list[float]]:
+    """(hour key, bin) -> values, summed into every bucket's rows: (use_case, bucket, period,
+    model, model_version, status, bin)."""
+    rows: dict[tuple[Any, ...], list[float]] = {}
+    for ((use_case, hour, model, version, status), k), values in hourly.items():
+        for bucket, hours in HOURS.items():
+            key = (use_case, bucket, hour // hours, model, version, status, k)
+            total = rows.get(key)
+            rows[key] = list(values) if total is None else [a + b for a, b in zip(total, values, strict=True)]
+    return rows
 
 
 async def flush(conn: AsyncConnection, delta: QualityDelta) -> None:
     """Add the delta to the tables (counts as integers: the float sums of ±1 are whole)."""
     if delta.sums:
-        sums = {k: (round(v[0]), *v[1:]) for k, v in delta.sums.items()}
-        await merge_rows(conn, quality_sums, sums, "add")
+        sums = _by_bucket({(key, -1): values for key, values in delta.sums.items()})
+        await merge_rows(conn, quality_sums, {k[:-1]: (round(v[0]), *v[1:]) for k, v in sums.items()}, "add")
     if delta.bins:
-        bins = {(*k, b): (round(v[0]), round(v[1]), v[2]) for (k, b), v in delta.bins.items()}
-        await merge_rows(conn, quality_bins, bins, "add")
+        bins = _by_bucket(delta.bins)
+        await merge_rows(conn, quality_bins, {k: (round(v[0]), round(v[1]), v[2]) for k, v in bins.items()}, "add")
 
 
 @dataclass(frozen=True, slots=True)
