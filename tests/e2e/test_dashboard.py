@@ -1,6 +1,7 @@
 """The operators' dashboard in headless Chromium against a real `labelloop serve` (keys required):
 the page asks for the key, then every figure it shows equals the JSON API's for the same filters,
-and changing the use case, the time range or the model changes them. A screenshot of the page is
+and changing the use case, the time range or the model changes them; the window advice panel draws
+GET /v1/advice/window's curves and advised window for the target typed. A screenshot of the page is
 kept (under $LABELLOOP_TEST_ARTIFACTS if set, else the test's tmp_path) and its path printed.
 
 Chromium missing is a failure, not a skip: .ci/run installs Debian's `chromium`."""
@@ -144,6 +145,38 @@ def check_against_api(page: Page, http: httpx.Client) -> dict[str, Any]:
     return expected
 
 
+def check_advice(page: Page, http: httpx.Client) -> dict[str, Any]:
+    """The advice panel shows GET /v1/advice/window's answer for the page's use case and target:
+    the current and advised windows, per event type with events a chart of every curve point with
+    both windows marked, and the figures beside it."""
+    use_case = dict(parse_qsl(page.evaluate("document.body.dataset.query")))["use_case"]
+    target = page.evaluate("document.getElementById('advice-target').value")
+    api = http.get("/v1/advice/window", params={"use_case": use_case, "max_fake_negative_rate": target})
+    assert api.status_code == 200, api.text
+    advice: dict[str, Any] = api.json()
+    shown = {i["name"]: i for i in figures_on(page) if i["scope"] == "advice"}
+    assert_shows(shown["advice.current_window_s"], advice["current_window_s"])
+    assert_shows(shown["advice.window_s"], advice["window_s"])
+    seen = {t: a for t, a in advice["event_types"].items() if a["sample"]["positives"]}
+    drawn = page.evaluate("[...document.querySelectorAll('article.advice')].map(e => e.dataset.eventType)")
+    assert drawn == sorted(seen)
+    for event_type, a in seen.items():
+        current, advised = a["current"], a["advised"]
+        assert_shows(shown[f"advice.{event_type}.positives"], a["sample"]["positives"])
+        assert_shows(shown[f"advice.{event_type}.horizon_s"], a["horizon_s"])
+        assert_shows(shown[f"advice.{event_type}.advised_s"], advised and advised["window_s"])
+        assert_shows(shown[f"advice.{event_type}.current_rate"], current and current["fake_negative_rate"])
+        chart = f"article.advice[data-event-type={event_type!r}]"
+        assert page.evaluate(f"document.querySelectorAll({chart + ' circle.dot'!r}).length") == len(a["curve"])
+        marks = page.evaluate(
+            f"""Object.fromEntries([...document.querySelectorAll({chart + " line.mark[data-window-s]"!r})]
+                .map(e => [e.classList[1], Number(e.dataset.windowS)]))"""
+        )
+        expected = {"mark-current": current and current["window_s"], "mark-advised": advised and advised["window_s"]}
+        assert marks == {k: v for k, v in expected.items() if v is not None}
+    return advice
+
+
 def rerender(page: Page, script: str) -> None:
     """Run a filter change and wait for the page to have drawn its answer."""
     before = int(page.evaluate("Number(document.body.dataset.renders)"))
@@ -226,10 +259,38 @@ def test_the_dashboard_shows_the_apis_figures_and_its_filters_change_them(
                 assert (recsys["revisions"], recsys["late_events"]) == (8, 8)
                 assert page.evaluate("location.href") == f"{server.base_url}/dashboard"  # no key in the URL
 
+                # Window advice at the default 2%: the late clicks (25 min) need 30 min.
+                advice = check_advice(page, http)
+                assert advice["max_fake_negative_rate"] == 0.02
+                assert (advice["current_window_s"], advice["window_s"]) == (600, 1800)
+                # A target the curve itself names: the rate of the point before the one the limiting
+                # type was advised, so its advised window, and the use case's, come earlier.
+                limiting = next(a for a in advice["event_types"].values() if a["advised"]["window_s"] == 1800)
+                before = next(p for p in reversed(limiting["curve"]) if p["window_s"] < 1800)
+                rerender(page, choose("advice-target", str(before["fake_negative_rate"])))
+                looser = check_advice(page, http)
+                assert looser["window_s"] == 600  # the clicks' rate at 20 min is already theirs at 10 min
+                assert "already is the shortest" in page.evaluate(
+                    "document.getElementById('advice-summary').textContent"
+                )
+                rerender(page, choose("advice-target", "0"))  # not a rate: said, and no request made
+                assert "strictly between 0 and 1" in page.evaluate(
+                    "document.getElementById('advice-summary').textContent"
+                )
+                assert page.evaluate("document.querySelectorAll('article.advice').length") == 0
+                rerender(page, choose("advice-target", "0.02"))
+                check_advice(page, http)
+
                 rerender(page, choose("f-use-case", "eta"))
                 eta = check_against_api(page, http)
                 assert (eta["served"], eta["labels_by_kind"]["natural"]) == (20, 20)
                 assert eta["pending"] == 20
+                # Its 6 h window is beyond what the trips (1-3 h old) have shown: no "now" mark. The
+                # rest of its curve moves as the cohorts age, so it is not compared here.
+                assert {i["name"]: i["value"] for i in figures_on(page)}["advice.current_window_s"] == 21600
+                article = "article.advice[data-event-type='trip_completed']"
+                assert "beyond the horizon" in page.evaluate(f"document.querySelector({article!r} + ' h3').textContent")
+                assert page.evaluate(f"document.querySelector({article!r} + ' line.mark-current')") is None
 
                 # A served range of two hours: half the recsys predictions.
                 rerender(page, choose("f-use-case", "recsys"))

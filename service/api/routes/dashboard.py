@@ -1,6 +1,6 @@
 """The operators' dashboard: a static page (HTML, one script, one stylesheet, shipped as package
 data) that holds no data. It is open like /healthz; the figures come from the ops-scope JSON routes
-(/v1/metrics/...), which the page calls with the key the operator typed, kept in sessionStorage."""
+(/v1/metrics/..., /v1/advice/window), which the page calls with the key the operator typed, kept in sessionStorage."""
 
 from __future__ import annotations
 

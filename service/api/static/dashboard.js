@@ -1,5 +1,5 @@
 // labelloop dashboard: vanilla JS, inline SVG, no dependency. Every figure comes from the ops-scope
-// JSON routes under v1/metrics/ (relative URLs: the page works behind a path prefix). The key, if the
+// JSON routes under v1/metrics/ and v1/advice/ (relative URLs: the page works behind a path prefix). The key, if the
 // server asks for one, is typed once, kept in sessionStorage and sent only as an Authorization header.
 "use strict";
 
@@ -180,6 +180,14 @@
     ["p99_s", "p99", "mark-p99"],
   ];
 
+  // Ticks under a time axis at y0, labelled as delays.
+  function timeTicks(chart, seconds, x, y0) {
+    for (const s of seconds) {
+      chart.append(svg("line", { class: "tick", x1: x(s), x2: x(s), y1: y0, y2: y0 + 4 }));
+      chart.append(svg("text", { class: "axis", x: x(s), y: y0 + 15, "text-anchor": "middle" }, fmtDelay(s)));
+    }
+  }
+
   // Histogram of log-width buckets on a log time axis; p50, p90 and p99 as vertical lines.
   function histogramChart(d) {
     const W = 440;
@@ -203,12 +211,9 @@
         svg("rect", { class: "bar", x: x0, y: y(b.count), width: Math.max(1, x1 - x0 - 0.5), height: H - pad.b - y(b.count) }),
       );
     }
-    // Decade ticks.
-    for (let p = Math.ceil(lx0); p <= Math.floor(lx1); p++) {
-      const s = 10 ** p;
-      chart.append(svg("line", { class: "tick", x1: x(s), x2: x(s), y1: H - pad.b, y2: H - pad.b + 4 }));
-      chart.append(svg("text", { class: "axis", x: x(s), y: H - pad.b + 15, "text-anchor": "middle" }, fmtDelay(s)));
-    }
+    const decades = [];
+    for (let p = Math.ceil(lx0); p <= Math.floor(lx1); p++) decades.push(10 ** p);
+    timeTicks(chart, decades, x, H - pad.b);
     chart.append(svg("line", { class: "axis-line", x1: pad.l, x2: W - pad.r, y1: H - pad.b, y2: H - pad.b }));
     chart.append(svg("text", { class: "axis", x: pad.l - 4, y: pad.t + 4, "text-anchor": "end" }, fmtCount(maxCount)));
     MARKS.forEach(([field, label, cls], i) => {
@@ -256,6 +261,42 @@
       });
       if (d) chart.append(svg("path", { class: `line ${s.cls}`, d }));
     }
+    return chart;
+  }
+
+  const WINDOW_TICKS = [1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400];
+
+  // Fake-negative rate against the window (log axis): the 95% interval as a band, the target as a
+  // dashed level, the windows in `marks` ([window_s, label, class]) as vertical lines.
+  function adviceChart(curve, target, marks, title) {
+    const W = 440;
+    const H = 170;
+    const pad = { l: 40, r: 10, t: 24, b: 28 };
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
+    chart.append(svg("title", {}, title));
+    if (!curve.length) return chart;
+    const lo = curve[0].window_s;
+    const hi = Math.max(curve[curve.length - 1].window_s, lo * 10);
+    const lx0 = Math.log10(lo);
+    const lx1 = Math.log10(hi);
+    const x = (s) => pad.l + ((Math.log10(s) - lx0) / (lx1 - lx0)) * (W - pad.l - pad.r);
+    const y = (r) => H - pad.b - r * (H - pad.t - pad.b);
+    const at = (p, r) => `${x(p.window_s).toFixed(1)},${y(r).toFixed(1)}`;
+    const upper = curve.map((p) => at(p, p.interval[1]));
+    const lower = curve.map((p) => at(p, p.interval[0])).reverse();
+    chart.append(svg("path", { class: "band", d: `M${upper.join("L")}L${lower.join("L")}Z` }));
+    chart.append(svg("path", { class: "line s-fnr", d: `M${curve.map((p) => at(p, p.fake_negative_rate)).join("L")}` }));
+    for (const p of curve) chart.append(svg("circle", { class: "dot s-fnr", cx: x(p.window_s), cy: y(p.fake_negative_rate), r: 2 }));
+    timeTicks(chart, WINDOW_TICKS.filter((s) => s >= lo && s <= hi), x, H - pad.b);
+    chart.append(svg("line", { class: "axis-line", x1: pad.l, x2: W - pad.r, y1: H - pad.b, y2: H - pad.b }));
+    for (const r of [0, 0.5, 1]) chart.append(svg("text", { class: "axis", x: pad.l - 4, y: y(r) + 4, "text-anchor": "end" }, `${r * 100} %`));
+    chart.append(svg("line", { class: "mark mark-target", x1: pad.l, x2: W - pad.r, y1: y(target), y2: y(target) }));
+    marks.forEach(([windowS, label, cls], i) => {
+      if (windowS === null || windowS < lo || windowS > hi) return;
+      const mx = x(windowS);
+      chart.append(svg("line", { class: `mark ${cls}`, "data-window-s": windowS, x1: mx, x2: mx, y1: pad.t - 4, y2: H - pad.b }));
+      chart.append(svg("text", { class: `mark-label ${cls}`, x: mx + 3, y: pad.t - 14 + i * 10 }, label));
+    });
     return chart;
   }
 
@@ -411,6 +452,69 @@
     $("trend").replaceChildren(...charts);
   }
 
+  // The advice target typed in the panel, or null when it is not a rate strictly between 0 and 1.
+  function adviceTarget() {
+    const v = Number($("advice-target").value);
+    return $("advice-target").value !== "" && v > 0 && v < 1 ? v : null;
+  }
+
+  function renderAdvice(useCase, advice) {
+    if (!advice) {
+      $("advice-summary").replaceChildren(el("span", { class: "warn-text" }, "The target is a rate strictly between 0 and 1, e.g. 0.02."));
+      $("advice").replaceChildren();
+      return;
+    }
+    const types = Object.keys(advice.event_types).sort();
+    const seen = types.filter((t) => advice.event_types[t].sample.positives > 0);
+    const unmet = seen.filter((t) => !advice.event_types[t].advised);
+    const target = fmtPct(advice.max_fake_negative_rate);
+    const now = figure("advice.current_window_s", advice.current_window_s, fmtDelay(advice.current_window_s), "advice");
+    const advised = figure("advice.window_s", advice.window_s, fmtDelay(advice.window_s), "advice");
+    let verdict;
+    if (!seen.length) verdict = "No events yet to advise from.";
+    else if (unmet.length) verdict = `no window up to the horizon meets it for ${unmet.join(", ")}.`;
+    else if (advice.window_s === advice.current_window_s) verdict = "the current window already is the shortest that does.";
+    else verdict = advice.window_s < advice.current_window_s ? "shorter than now: labels come sooner." : "longer than now: fewer fake negatives, labels later.";
+    $("advice-summary").replaceChildren(
+      `${useCase}: window now `, now, `. For at most ${target} fake negatives in every event type seen, the advised window is `, advised, ` — ${verdict}`,
+    );
+    const charts = seen.map((t) => {
+      const a = advice.event_types[t];
+      const stats = el(
+        "dl",
+        { class: "stats" },
+        ...[
+          ["positives", "events", a.sample.positives, fmtCount(a.sample.positives)],
+          ["horizon_s", "horizon", a.horizon_s, fmtDelay(a.horizon_s)],
+          ["advised_s", "advised", a.advised?.window_s, fmtDelay(a.advised?.window_s)],
+          ["current_rate", "fake neg. now", a.current?.fake_negative_rate, fmtPct(a.current?.fake_negative_rate)],
+          ["advised_wait_s", "median label wait", a.advised?.median_label_wait_s, fmtDelay(a.advised?.median_label_wait_s)],
+        ].flatMap(([f, label, v, text]) => [el("dt", {}, label), el("dd", {}, figure(`advice.${t}.${f}`, v, text, "advice"))]),
+      );
+      const outside = a.current ? "" : ` · now (${fmtDelay(advice.current_window_s)}) is beyond the horizon`;
+      const marks = [
+        [advice.current_window_s, "now", "mark-current"],
+        [a.advised?.window_s ?? null, "advised", "mark-advised"],
+      ];
+      return el(
+        "article",
+        { class: "advice", "data-event-type": t },
+        el("h3", {}, t, el("small", {}, outside)),
+        stats,
+        adviceChart(a.curve, advice.max_fake_negative_rate, marks, `${t}: fake-negative rate by window`),
+        legend([
+          ["s-fnr", "fake negatives"],
+          ["mark-current", "current window"],
+          ["mark-advised", "advised window"],
+          ["mark-target", `target ${target}`],
+        ]),
+      );
+    });
+    const silent = types.filter((t) => !seen.includes(t));
+    if (silent.length) charts.push(el("p", { class: "empty" }, `No events yet of ${silent.join(", ")}: nothing to estimate.`));
+    $("advice").replaceChildren(...charts);
+  }
+
   function renderModels(rows, sel) {
     if (!rows.length) {
       $("models").replaceChildren(el("p", { class: "empty" }, "No predictions in this range."));
@@ -510,9 +614,11 @@
         state.inFlight = false;
         return await load();
       }
-      const [models, pipeline] = await Promise.all([
+      const target = adviceTarget();
+      const [models, pipeline, advice] = await Promise.all([
         getJSON("v1/metrics/models", { use_case: sel.use_case, ...range }),
         getJSON("v1/metrics/pipeline", {}),
+        target && getJSON("v1/advice/window", { use_case: sel.use_case, max_fake_negative_rate: target }),
       ]);
       const rows = models.use_cases[sel.use_case] || [];
       setOptions($("f-model"), [...new Set(rows.map((r) => r.model).filter((m) => m !== null))].sort(), "all models");
@@ -539,6 +645,7 @@
       renderMix(figures, modelRow, modelLabel);
       renderDelays(figures);
       renderTrend(figures, loop.trend_granularity);
+      renderAdvice(sel.use_case, advice);
       renderModels(rows, sel);
       renderPipeline(pipeline);
       const hours = loop.served_hours;
@@ -579,7 +686,7 @@
     $("f-to").value = toLocalInput(new Date(now.getTime() + 3600e3));
     $("f-from").value = toLocalInput(new Date(now.getTime() - 23 * 3600e3));
     const custom = () => document.body.classList.toggle("custom-range", $("f-range").value === "custom");
-    for (const id of ["f-use-case", "f-range", "f-from", "f-to", "f-trend", "f-version"]) {
+    for (const id of ["f-use-case", "f-range", "f-from", "f-to", "f-trend", "f-version", "advice-target"]) {
       $(id).addEventListener("change", () => {
         custom();
         load();
@@ -596,7 +703,7 @@
       $("forget-key").hidden = true;
       load();
     });
-    $("filters").addEventListener("submit", (e) => e.preventDefault());
+    for (const id of ["filters", "advice-form"]) $(id).addEventListener("submit", (e) => e.preventDefault());
     custom();
     schedule();
     load();
