@@ -210,7 +210,7 @@ def _fetch(url: str, path: str, n: int) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     rows = newlines - 1 if csv else newlines  # CSV: a header line first
     last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
-    last_seq = int(last.rsplit(b",", 1)[-1]) if csv else orjson.loads(last)["seq"]
+    last_seq = int(last.rsplit(b",", 2)[-2]) if csv else orjson.loads(last)["seq"]  # CSV: seq, then p_flip
     if rows != n or last_seq != n:
         raise SystemExit(f"{path}: exported {rows} rows ending at seq {last_seq}, expected {n}")
     return {"rows": rows, "bytes": size, "seconds": elapsed, "first_byte_s": first_byte, "rows_per_s": rows / elapsed}

@@ -167,9 +167,16 @@ class JoinerRun:
 
 
 def _assigned(log: Path) -> set[str]:
-    """The partitions a joiner last logged as assigned to it."""
-    lines = [line for line in log.read_text().splitlines() if "consumers.joiner: assigned [" in line]
-    return set(ast.literal_eval(lines[-1].split("assigned ", 1)[1])) if lines else set()
+    """The partitions a joiner last logged (as JSON lines) as assigned to it."""
+    found: set[str] = set()
+    for text in log.read_text(errors="replace").splitlines():
+        try:
+            line = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue  # a line cut off, or not ours
+        if line.get("logger") == "consumers.joiner" and line.get("msg", "").startswith("assigned "):
+            found = set(ast.literal_eval(line["msg"].removeprefix("assigned ")))
+    return found
 
 
 async def run_joiners(env: BenchEnv, work: Workload, processes: int, logs: Path) -> JoinerRun:
