@@ -376,9 +376,10 @@ def measure(url: str, stats: Stats, since: datetime, scenario: str, label: str) 
             (f"?since={since.isoformat().replace('+00:00', 'Z')}", "since 7 days ago"),
         )
         # The window advisor reads the same tables: served counts and delay histograms by hour.
-        paths = [(f"/v1/metrics/feedback-loop{q}", f"/v1/metrics/feedback-loop, {what}") for q, what in variants]
-        paths += [(f"/v1/advice/window?use_case={uc}", f"/v1/advice/window, use_case={uc}") for uc in ADVISED]
-        for path, what in paths:
+        # The advisor has no latency target: it is read once a minute per use case (p_flip's curve).
+        paths = [(f"/v1/metrics/feedback-loop{q}", f"/v1/metrics/feedback-loop, {w}", "< 50 ms") for q, w in variants]
+        paths += [(f"/v1/advice/window?use_case={uc}", f"/v1/advice/window, use_case={uc}", "") for uc in ADVISED]
+        for path, what, target in paths:
             ms = latencies(client, path)
             for q, name in ((0.5, "p50"), (0.99, "p99")):
                 figures.append(
@@ -389,7 +390,7 @@ def measure(url: str, stats: Stats, since: datetime, scenario: str, label: str) 
                         "ms",
                         f"/healthz {name}",
                         _p(healthz, q),
-                        "< 50 ms",
+                        target,
                     )
                 )
     return figures
