@@ -70,6 +70,8 @@ class Runtime:
             self.write_fault = None
             self.state.publish(unit.predictions)  # before the next unit can check anything out
             self.state.watermark = unit.progress
+            if unit.orphans_absent is not None:
+                self.state.orphans_absent = unit.orphans_absent
         self.committed(unit)
         return unit
 

@@ -80,6 +80,7 @@ class UnitResult:
     stats: StatsDelta
     watermark: datetime | None
     more_due: bool  # the sweep stopped at its limit: windows the watermark passed are still open
+    orphans_absent: bool | None = None  # tended orphans: whether none is left waiting
     progress: PartitionProgress | None = None  # embedded mode: the watermark's stored half, as left
 
 
@@ -120,12 +121,15 @@ async def _apply(
     predictions = await intake.add_predictions(labeler, [s.predictions for s in submissions])
     events = await intake.add_events(labeler, [s.events for s in submissions])
     results = [SubmissionResult(p, e) for p, e in zip(predictions, events, strict=True)]
+    orphans_absent = None
     if tend_orphans:
         await orphans.tend(labeler)
+        if state is not None:  # the embedded writer, alone in writing: it may remember the answer
+            orphans_absent = await orphans.none_waiting(conn)
     more_due = await windows.sweep(labeler, watermark, ctx.sweep_limit)
     await stats.flush(conn, labeler.stats)
     await quality.flush(conn, labeler.quality)
-    return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due)
+    return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due, orphans_absent)
 
 
 async def ingest(

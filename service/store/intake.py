@@ -97,6 +97,8 @@ async def add_events(labeler: Labeler, submissions: Sequence[Sequence[EventRecor
         pred = preds.get(record.prediction_id)
         if pred is None:
             disposition, expires = Disposition.ORPHAN, labeler.now + labeler.orphan_ttl
+            if labeler.state is not None:
+                labeler.state.orphans_absent = False  # now (even if this unit rolls back: unknown)
         else:
             evidence = Evidence(record.event_id, record.type, occurred_at, record.value, record.actor)
             disposition, expires = labeler.join(pred, evidence), None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import Disposition, EventRecord, Evidence
 from service.core.validation import InvalidRecord, check_event
@@ -19,6 +20,8 @@ from service.store.tables import events, predictions
 
 async def join_orphans(labeler: Labeler, prediction_ids: list[str]) -> None:
     """Join the events that were waiting for these predictions."""
+    if labeler.state is not None and labeler.state.orphans_absent:
+        return  # the writer, alone in writing, knows none waits (a statement off every group)
     orphans: list[Any] = []
     for chunk in chunks(prediction_ids):
         # Locked: of two writers reaching the same orphan, the second finds it joined.
@@ -66,6 +69,12 @@ async def tend(labeler: Labeler, batch: int = 1000) -> None:
     stored meanwhile."""
     await _expire(labeler)
     await _rescue(labeler, batch)
+
+
+async def none_waiting(conn: AsyncConnection) -> bool:
+    """No event waits for its prediction (read from the orphan-expiry index)."""
+    found = await conn.execute(select(events.c.id).where(events.c.orphan_expires_at.is_not(None)).limit(1))
+    return found.first() is None
 
 
 async def _rescue(labeler: Labeler, batch: int) -> None:

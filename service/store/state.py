@@ -77,6 +77,9 @@ class OpenPredictions:
         self.capacity = capacity
         self._entries: OrderedDict[str, OpenPrediction] = OrderedDict()
         self.watermark: PartitionProgress | None = None  # the embedded watermark, as committed
+        # True: the store holds no orphan event, as a tick last found it; a unit that stores one
+        # sets it False at once. New predictions then skip looking for events that waited for them.
+        self.orphans_absent = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -104,3 +107,4 @@ class OpenPredictions:
         """Forget everything: after a failure whose outcome in the store is unknown."""
         self._entries.clear()
         self.watermark = None
+        self.orphans_absent = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import event
 
 from service.api.runtime import Runtime
 from tests.conftest import T0, FakeClock
@@ -56,3 +57,31 @@ async def test_several_orphans_join_at_once(client: httpx.AsyncClient, runtime: 
     assert [e["disposition"] for e in lineage["events"]] == ["counted", "counted"]
     assert (lineage["label"]["label"], lineage["label"]["label_kind"]) == (0, "explicit")
     assert len(lineage["history"]) == 1  # joined in one step: one revision
+
+
+async def test_once_a_tick_found_no_orphan_predictions_skip_the_lookup_until_one_is_stored(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        statements.append(sql)
+
+    t = Timeline(client, runtime, clock)
+    await runtime.tick()
+    assert runtime.state.orphans_absent
+    event.listen(runtime.db.writer.sync_engine, "before_cursor_execute", seen)
+    try:
+        await t.predict("A", T0)
+        assert not [s for s in statements if "FROM events" in s]  # nothing could be waiting for A
+
+        await t.event("P", "click", T0 + MIN)  # before its prediction: an orphan
+        assert not runtime.state.orphans_absent
+        await t.predict("P", T0)
+    finally:
+        event.remove(runtime.db.writer.sync_engine, "before_cursor_execute", seen)
+    lineage = await t.lineage("P")
+    assert [e["disposition"] for e in lineage["events"]] == ["counted"]
+    assert lineage["label"]["label"] == 1
+    await runtime.tick()
+    assert runtime.state.orphans_absent  # joined: none left waiting
