@@ -50,6 +50,7 @@ def _pool(rng: random.Random, task: str, rate: float) -> list[tuple[Any, int | N
             label = round(rng.lognormvariate(7.3, 0.5))
             score = label * rng.lognormvariate(0, 0.15)
         p = part(task, score, label)
+        assert p is not None  # finite by construction
         out.append((p.sums, p.bin, int(p.positive), score))
     return out
 

@@ -61,7 +61,7 @@ async def _run(url: str, n: int, backend: str) -> list[Figure]:
                 more = (await ingest(conn, _ctx(a), utcnow() + timedelta(days=1))).more_due
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
-        report = await relabel(db, _ctx(b), "recsys", kafka=False, batch=1000)
+        report = await relabel(db, _ctx(b), "recsys", kafka_topics=None, batch=1000)
         relabel_s = time.perf_counter() - started
         async with db.read() as conn:
             labels = await conn.execute(select(predictions.c.label).where(predictions.c.label_kind.is_not(None)))

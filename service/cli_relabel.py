@@ -41,6 +41,10 @@ def _print(console: Console, use_case: str, report: RelabelReport, dry_run: bool
         f"(final <-> provisional); windows moved: {report.rescheduled:,}; still open, left to the live path: "
         f"{report.open:,}"
     )
+    if report.kept:
+        console.print(
+            f"kept: {report.kept:,} labels the new policy's events no longer give (labels are never withdrawn)"
+        )
     if report.labels:
         console.print(_table("labels (old -> new)", "predictions", report.labels))
         console.print(_table("rules (old -> new)", "predictions", report.rules))
@@ -66,7 +70,7 @@ async def _run(settings: Settings, ctx: LabelContext, args: argparse.Namespace, 
                     db,
                     ctx,
                     args.use_case,
-                    kafka=settings.kafka_mode,
+                    kafka_topics=settings.kafka_topics,
                     served_from=args.served_from,
                     batch=args.batch,
                     dry_run=args.dry_run,

@@ -145,5 +145,10 @@ class Settings(BaseSettings):
         return bool(self.kafka_bootstrap_servers)
 
     @property
+    def kafka_topics(self) -> tuple[str, str] | None:
+        """The topics whose partitions make the watermark in Kafka mode; None in embedded mode."""
+        return (self.kafka_predictions_topic, self.kafka_events_topic) if self.kafka_mode else None
+
+    @property
     def should_migrate_on_start(self) -> bool:
         return self.is_sqlite if self.migrate_on_start is None else self.migrate_on_start

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from service.api.auth import Guard
 from service.api.group_commit import GroupCommit, group_bounds
@@ -23,8 +24,11 @@ from service.store.flip import FlipCurves
 from service.store.ingest import LabelContext, Submission, SubmissionResult, UnitResult, ingest
 from service.store.records import Rejected
 from service.store.state import OpenPredictions
+from service.store.stats import served_hour
 
 log = logging.getLogger(__name__)
+# Model-quality gauges show a version's latest hour within this: one retired before is dropped.
+QUALITY_GAUGE_HOURS = timedelta(days=7)
 
 
 @dataclass
@@ -127,10 +131,7 @@ class Runtime:
 
     @property
     def kafka_topics(self) -> tuple[str, str] | None:
-        """The topics whose partitions make the watermark in Kafka mode; None in embedded mode."""
-        if not self.settings.kafka_mode:
-            return None
-        return (self.settings.kafka_predictions_topic, self.settings.kafka_events_topic)
+        return self.settings.kafka_topics
 
     async def refresh_gauges(self) -> None:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""
@@ -138,7 +139,8 @@ class Runtime:
             pending = await feedback.pending_by_use_case(conn)
             state = await feedback.pipeline(conn, self.clock(), self.watermark_times, self.kafka_topics)
             tasks = {name: p.task for name, p in self.policies.use_cases.items() if p.output_path is not None}
-            self.telemetry.set_quality(await quality.latest(conn, tasks))
+            recent = served_hour(self.clock() - QUALITY_GAUGE_HOURS)
+            self.telemetry.set_quality(await quality.latest(conn, tasks, recent))
         for use_case, count in pending.items():
             self.telemetry.pending.labels(use_case).set(count)
         self.telemetry.dead_letters.set(state["dead_letters"])

@@ -67,7 +67,7 @@ class Telemetry:
         )
 
     def set_quality(self, latest: list[Latest]) -> None:
-        """The figures of each model version's latest hour; a version no longer there disappears."""
+        """The figures of each model version's latest hour (of the last week: an older version disappears)."""
         self.quality.clear()
         self.quality_hour.clear()
         for q in latest:

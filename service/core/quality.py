@@ -65,10 +65,14 @@ def score_bin(score: float) -> int:
     return min(int(score * BINS), BINS - 1)
 
 
-def part(task: str, score: float, label: float) -> Part:
+def part(task: str, score: float, label: float) -> Part | None:
+    """None: not counted, its sums would not be finite (a squared error of an estimate near
+    1e154 overflows; inf - inf later is NaN). Decided by the values alone, so what was left out
+    when the label was added is left out when it is taken back."""
     error = score - label
     if task != "binary":
-        return Part((1, label, score, abs(error), error * error, 0.0), None, False)
+        sums: tuple[float, ...] = (1, label, score, abs(error), error * error, 0.0)
+        return Part(sums, None, False) if all(map(math.isfinite, sums)) else None
     p = min(max(score, EPS), 1 - EPS)
     log_loss = -math.log(p) if label else -math.log(1 - p)
     return Part((1, label, score, abs(error), error * error, log_loss), score_bin(score), bool(label))

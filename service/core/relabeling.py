@@ -51,6 +51,7 @@ class RelabelReport:
     status_only: int = 0  # same label, its status moved (final <-> provisional): a new seq too
     rescheduled: int = 0  # window end or seal moved
     open: int = 0  # window still open under the new policy: left to the live path
+    kept: int = 0  # labeled, but the new policy's events give none: kept (labels are never withdrawn)
     labels: Counter[tuple[str, str]] = field(default_factory=Counter)  # (old label, new label)
     rules: Counter[tuple[str, str]] = field(default_factory=Counter)  # (old rule, new rule)
     events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (old disposition, new)
@@ -61,7 +62,7 @@ class RelabelReport:
         self.rules[("none" if old is None else old.rule, new.rule)] += 1
 
     def add(self, other: RelabelReport) -> None:
-        for name in ("scanned", "revised", "status_only", "rescheduled", "open"):
+        for name in ("scanned", "revised", "status_only", "rescheduled", "open", "kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.labels.update(other.labels)
         self.rules.update(other.rules)
@@ -77,6 +78,7 @@ class RelabelReport:
             "status_only": self.status_only,
             "rescheduled": self.rescheduled,
             "open": self.open,
+            "kept": self.kept,
             "labels": pairs(self.labels),
             "rules": pairs(self.rules),
             "events": pairs(self.events),

@@ -46,6 +46,7 @@ def _tombstone(prediction_id: str, seq: int | None) -> dict[str, Any]:
         "subject_id": None,
         "features": None,
         "output": None,
+        "score": None,  # read from the output
         "context": None,
         "content_hash": ERASED_HASH,
         "phase": Phase.FINAL.value,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.labels import CurrentLabel, label_change
-from service.core.model import Disposition, Evidence, LabelStatus, Phase, Source
+from service.core.model import Decision, Disposition, Evidence, LabelStatus, Phase, Source
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.windows import Deadlines, event_timing
@@ -198,9 +198,9 @@ class Labeler:
             self.apply(pred, pred.evidence)
         await self.store(preds)
 
-    def apply(self, pred: OpenPrediction, counted: list[Evidence]) -> None:
+    def apply(self, pred: OpenPrediction, counted: list[Evidence]) -> Decision | None:
         """Resolve the label from these counted events at the prediction's phase; what changed is
-        marked for store()."""
+        marked for store(). The decision (None: the events give no label)."""
         policy = self.policies.use_cases[pred.use_case]
         before = pred.current
         decision = resolve(policy, pred.served_at, counted, window_closed=pred.phase is not Phase.OPEN)
@@ -232,6 +232,7 @@ class Labeler:
                 self.stats.count(pred.use_case, Stat.EXPIRED, pred.hour)
         if pred.current is not before and pred.score is not None:
             self.quality.move(policy.task, pred, before, pred.current)
+        return decision
 
     async def store(self, preds: list[OpenPrediction]) -> None:
         changed = [p for p in preds if p.needs_seq or p.phase is not p.stored_phase]

@@ -40,13 +40,15 @@ class QualityDelta:
     def move(self, task: str, pred: OpenPrediction, before: CurrentLabel | None, after: CurrentLabel | None) -> None:
         """The prediction's label went from `before` to `after` (either None: no label)."""
         assert pred.score is not None
-        parts: dict[float, Part] = {}  # a status change keeps the label: its part computed once
+        parts: dict[float, Part | None] = {}  # a status change keeps the label: its part computed once
         for label, sign in ((before, -1), (after, 1)):
             if label is None or isinstance(label.label, str):
                 continue
-            contribution = parts.get(label.label)
+            if label.label not in parts:
+                parts[label.label] = part(task, pred.score, label.label)
+            contribution = parts[label.label]
             if contribution is None:
-                contribution = parts[label.label] = part(task, pred.score, label.label)
+                continue
             key = (pred.use_case, pred.hour, pred.model, pred.model_version, label.status.value)
             sums = self.sums.get(key)
             if sums is None:
@@ -167,13 +169,14 @@ class Latest:
     figures: dict[str, Any]
 
 
-async def latest(conn: AsyncConnection, tasks: Mapping[str, str]) -> list[Latest]:
+async def latest(conn: AsyncConnection, tasks: Mapping[str, str], since_hour: int) -> list[Latest]:
     """Per use case (of those given, with their task), model, version and label status: the
-    figures of the latest served hour that holds such labels."""
+    figures of the latest served hour from since_hour on that holds such labels (a version
+    retired before it has none: its gauges go, and a scrape reads only recent rows)."""
     s, b = quality_sums.c, quality_bins.c
     last = (
         select(s.use_case, s.model, s.model_version, s.status, func.max(s.period).label("period"))
-        .where(s.bucket == "1h", s.count > 0)
+        .where(s.bucket == "1h", s.count > 0, s.period >= since_hour)
         .group_by(s.use_case, s.model, s.model_version, s.status)
         .subquery()
     )

@@ -11,28 +11,33 @@ nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import utcnow
 from service.core.model import Disposition, Evidence, LabelStatus, Phase
 from service.core.relabeling import RelabelReport, rejudge
-from service.core.windows import combined_watermark, deadlines, effective_watermark, partition_watermark, phase_at
-from service.store import stats, watermarks
+from service.core.windows import deadlines, phase_at
+from service.store import feedback, quality, stats
 from service.store.bulk import update_rows
 from service.store.database import Database, one_of
-from service.store.ingest import EMBEDDED_WATERMARK, LabelContext
+from service.store.ingest import LabelContext
 from service.store.labels import PREDICTION_COLUMNS, Labeler, next_deadline, prediction_from_row
 from service.store.state import OpenPrediction
 from service.store.stats import Stat
 from service.store.tables import events, predictions
 
 JOINED = (Disposition.COUNTED, Disposition.TOO_LATE, Disposition.INVALID)
+ATTEMPTS = 5  # a batch that fails (a deadlock with a joiner, a lost connection) is run again
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +48,23 @@ class Cursor:
     prediction_id: str
 
 
-async def current_watermark(conn: AsyncConnection, ctx: LabelContext, now: datetime, kafka: bool) -> datetime | None:
+async def current_watermark(
+    conn: AsyncConnection, ctx: LabelContext, now: datetime, kafka_topics: Iterable[str] | None
+) -> datetime | None:
     """The watermark the live path would close windows by now: the embedded writer's (the wall
-    clock once idle), or in Kafka mode the slowest partition's."""
-    stored = await watermarks.load_all(conn)
-    if not kafka:
-        progress = stored.get(EMBEDDED_WATERMARK, watermarks.NOTHING_REPORTED)
-        return effective_watermark(progress.state, now, ctx.allowed_disorder, ctx.idle_timeout)
-    return combined_watermark(
-        [
-            partition_watermark(p, now, ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
-            for name, p in stored.items()
-            if name != EMBEDDED_WATERMARK
-        ]
-    )
+    clock once idle), or in Kafka mode the slowest partition of the topics consumed."""
+    times = feedback.WatermarkTimes(ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
+    return await feedback.current_watermark(conn, now, times, kafka_topics)
+
+
+def _passed(pred: OpenPrediction, watermark: datetime | None) -> datetime | None:
+    """The watermark a prediction's phase proves was reached (its window end once closed, its seal
+    once final), or the current one if later: the current one can be lower (joiners stopped, a
+    partition quiet past the owner timeout) and must not reopen what was closed."""
+    reached = {Phase.CLOSED: pred.deadline.window_end, Phase.FINAL: pred.deadline.seal_at}.get(pred.phase)
+    if reached is None or (watermark is not None and watermark > reached):
+        return watermark
+    return reached
 
 
 async def _next_ids(
@@ -139,17 +147,22 @@ async def relabel_batch(
             if new is not old:
                 report.events[(old.value, new.value)] += 1
                 _moved(labeler, pred, event, old, new)
+        passed = _passed(pred, watermark)
         if new_deadline != pred.deadline:
             pred.deadline = new_deadline
             rescheduled.append(pred)
         was_final, before = pred.phase is Phase.FINAL, pred.current
-        pred.phase = phase_at(new_deadline, watermark)
+        pred.phase = phase_at(new_deadline, passed)
         if was_final and pred.phase is not Phase.FINAL:  # a later seal: it may change again
             labeler.stats.count(use_case, Stat.FINALIZED, pred.hour, n=-1)
             if before is None:
                 labeler.stats.count(use_case, Stat.EXPIRED, pred.hour, n=-1)
         report.open += pred.phase is Phase.OPEN
-        labeler.apply(pred, counted)
+        decision = labeler.apply(pred, counted)
+        if was_final and pred.phase is Phase.FINAL and before is None and pred.current is not None:
+            labeler.stats.count(use_case, Stat.EXPIRED, pred.hour, n=-1)  # final without a label no more
+        if before is not None and decision is None:
+            report.kept += 1  # the new policy gives no label: labels are never withdrawn, so reported
         if pred.needs_seq:
             assert pred.current is not None  # only a labeled prediction takes a seq
             if before is not None and before.revision == pred.current.revision:
@@ -175,6 +188,7 @@ async def relabel_batch(
             ],
         )
         await stats.flush(conn, labeler.stats)
+        await quality.flush(conn, labeler.quality)
     return report
 
 
@@ -183,25 +197,51 @@ async def relabel(
     ctx: LabelContext,
     use_case: str,
     *,
-    kafka: bool,
+    kafka_topics: Iterable[str] | None,
     served_from: datetime | None = None,
     batch: int = 1000,
     dry_run: bool = False,
     progress: Callable[[RelabelReport], None] = lambda _: None,
 ) -> RelabelReport:
     """Relabel a use case's stored predictions (served from `served_from`) under ctx.policies,
-    `batch` predictions per transaction; the report of what changed (or would, dry)."""
+    `batch` predictions per transaction; the report of what changed (or would, dry).
+    kafka_topics: the topics the joiners consume (None: embedded), whose partitions' watermark
+    applies."""
     total, after = RelabelReport(), None
     while True:
-        session = db.read() if dry_run else db.write()
-        async with session as conn:
-            now = utcnow()
-            ahead = await _next_ids(conn, use_case, after, served_from, batch)
-            if not ahead:
-                return total
-            watermark = await current_watermark(conn, ctx, now, kafka)
-            labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl, count_fake_negatives=False)
-            step = await relabel_batch(labeler, use_case, [c.prediction_id for c in ahead], watermark, not dry_run)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                ahead, step = await _batch(db, ctx, use_case, after, served_from, batch, kafka_topics, dry_run)
+                break
+            except DBAPIError as exc:  # rolled back: the same batch again is safe
+                if attempt == ATTEMPTS:
+                    raise
+                log.warning("relabel batch failed (%s), retry %d", type(exc.orig).__name__, attempt)
+                await asyncio.sleep(0.05 * 2**attempt)
+        if not ahead:
+            return total
         total.add(step)
         progress(total)
         after = ahead[-1]
+
+
+async def _batch(
+    db: Database,
+    ctx: LabelContext,
+    use_case: str,
+    after: Cursor | None,
+    served_from: datetime | None,
+    batch: int,
+    kafka_topics: Iterable[str] | None,
+    dry_run: bool,
+) -> tuple[list[Cursor], RelabelReport]:
+    session = db.read() if dry_run else db.write()
+    async with session as conn:
+        now = utcnow()
+        ahead = await _next_ids(conn, use_case, after, served_from, batch)
+        if not ahead:
+            return [], RelabelReport()
+        watermark = await current_watermark(conn, ctx, now, kafka_topics)
+        labeler = Labeler(conn, ctx.policies, now, ctx.orphan_ttl, count_fake_negatives=False)
+        step = await relabel_batch(labeler, use_case, [c.prediction_id for c in ahead], watermark, not dry_run)
+    return ahead, step

@@ -103,11 +103,15 @@ class InlineConnection:
         """On a worker thread. Cancelled meanwhile, it still waits for that thread: the connection
         must not be rolled back, closed or pooled while a statement runs on it."""
         step = asyncio.ensure_future(asyncio.to_thread(self.sqlite.execute, sql))
-        try:
-            await asyncio.shield(step)
-        except asyncio.CancelledError:
-            await asyncio.wait([step])
-            raise
+        cancelled = None
+        while not step.done():
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError as exc:  # again and again: the thread still runs
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
+        step.result()
 
     def cursor(self) -> InlineCursor:
         return InlineCursor(self)

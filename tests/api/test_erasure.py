@@ -93,7 +93,7 @@ async def test_erasing_a_subject_leaves_tombstones_and_nothing_personal(
     client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock, engine: AsyncEngine, admin: NewKey
 ) -> None:
     t = Timeline(client, runtime, clock)
-    alice = {"subject_id": "alice", "features": {"email": "alice@example.com"}}
+    alice = {"subject_id": "alice", "features": {"email": "alice@example.com"}, "output": {"score": 0.7}}
     await t.predict("A1", T0, **alice)
     await t.predict("A2", T0, **alice)
     await t.predict("B1", T0, subject_id="bob")
@@ -125,6 +125,7 @@ async def test_erasing_a_subject_leaves_tombstones_and_nothing_personal(
     for table in (events, label_history):
         assert await count(engine, table, table.c.prediction_id.in_(["A1", "A2"])) == 0
     assert await count(engine, predictions, predictions.c.subject_id.is_not(None)) == 1
+    assert await count(engine, predictions, predictions.c.score.is_not(None)) == 0  # read from the output
     assert await t.metrics() == figures  # aggregates stay
 
     # A replay brings nothing back: the prediction is a duplicate, an event for it is dropped.

@@ -16,7 +16,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss, mean_absolute_error, roc_auc_score, root_mean_squared_error
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.api.runtime import Runtime
+from service.api.runtime import QUALITY_GAUGE_HOURS, Runtime
 from service.store.stats import served_hour
 from tests.api.test_writer_state import labelloop
 from tests.conftest import T0, FakeClock, _truncate
@@ -223,3 +223,26 @@ async def test_prometheus_gauges_of_the_latest_hour(
     assert samples[("labelloop_model_quality", "provisional", "mean_score")] == pytest.approx(0.7)
     assert samples[("labelloop_model_quality_hour_start_seconds", "provisional", None)] == (T0 + HOUR).timestamp()
     assert ("labelloop_model_quality", "final", "count") not in samples
+
+    clock.advance(QUALITY_GAUGE_HOURS + 2 * HOUR)  # a version that served nothing for a week: retired
+    text = (await client.get("/metrics")).text
+    assert not [s for f in text_string_to_metric_families(text) for s in f.samples if "model_quality" in s.name]
+
+
+async def test_an_estimate_too_large_to_square_is_not_scored_and_stops_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    t = Timeline(client, runtime, clock, use_case="eta")
+    await t.predict("huge", T0, model="eta-gbm", model_version="2", output={"eta_s": 1e200})
+    await t.predict("fine", T0, model="eta-gbm", model_version="2", output={"eta_s": 100.0})
+    for pid in ("huge", "fine"):
+        await t.event(pid, "trip_completed", T0 + timedelta(seconds=120), value=120)
+    await t.advance_watermark(T0 + 3 * 24 * HOUR)  # past both seals: each label changes status
+    assert (await t.lineage("huge"))["label"]["status"] == "final"
+    # Writing goes on: the squared error (1e400) would have stored inf, then inf - inf = NaN.
+    assert (await t.predict("after", T0 + 3 * 24 * HOUR, output={"eta_s": 5.0})).status_code == 202
+    response = await client.get("/v1/metrics/quality", params={"use_case": "eta", "bucket": "1h", "since": iso(T0)})
+    (model,) = response.json()["models"]
+    (entry,) = [b for b in model["buckets"] if b["final"]["count"]]
+    assert entry["final"]["count"] == 1  # `fine` alone
+    assert entry["final"]["mae"] == pytest.approx(20.0)

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.api.app import create_app
 from service.api.runtime import Runtime
 from service.core.policy import BUNDLED_POLICIES, load_policies
-from service.store.tables import events, label_history, metadata, predictions, stat_counters
+from service.core.quality import SUMS
+from service.store.tables import events, label_history, metadata, predictions, quality_sums, stat_counters
 from tests.conftest import FakeClock, settings_for
 from tests.e2e.test_cli import run_cli
 
@@ -76,7 +77,8 @@ async def ingest(client: httpx.AsyncClient, runtime: Runtime, clock: FakeClock) 
         "/v1/predictions",
         [
             {"prediction_id": pid, "use_case": "recsys", "served_at": at.isoformat(), "subject_id": pid}
-            for pid, at in served.items()
+            | ({} if pid == "erased" else {"output": {"score": round(0.1 + 0.1 * i, 1)}})  # scored: model quality
+            for i, (pid, at) in enumerate(served.items())
         ],
     )
     await post(
@@ -107,7 +109,12 @@ async def snapshot(engine: AsyncEngine) -> dict[str, Any]:
         counters: Counter[tuple[str, str]] = Counter()
         for r in await conn.execute(select(stat_counters).where(stat_counters.c.use_case == "recsys")):
             counters[(r.name, r.event_type)] += r.value
-    return {"predictions": preds, "events": evs, "history": history, "counters": counters}
+        sums = {
+            (r.bucket, r.period, r.status): tuple(round(r._mapping[name], 9) for name in SUMS)
+            for r in await conn.execute(select(quality_sums).where(quality_sums.c.use_case == "recsys"))
+            if r.count
+        }
+    return {"predictions": preds, "events": evs, "history": history, "counters": counters, "quality": sums}
 
 
 LABEL = ("label", "label_kind", "label_rule", "label_sources", "label_status", "feedback_delay_s")
@@ -222,6 +229,8 @@ async def test_relabel_gives_the_labels_a_fresh_ingest_under_the_new_policy_give
     assert {k: v for k, v in after_live["counters"].items() if k[0] in moved and v} == {
         k: v for k, v in fresh_later["counters"].items() if k[0] in moved and v
     }
+    assert after_live["quality"] == fresh_later["quality"]  # model quality moved with the labels
+    assert after_live["quality"] != under_a["quality"]
 
 
 async def test_relabel_refuses_what_it_cannot_do(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from service.store.relabel import current_watermark
 from tests.conftest import T0
 
 SECOND = timedelta(seconds=1)
+TOPICS = ("labelloop.predictions", "labelloop.events")
 CTX = LabelContext(load_policies(BUNDLED_POLICIES), 5 * SECOND, 5 * SECOND, timedelta(hours=24))
 
 
@@ -24,10 +25,10 @@ def seen(newest: timedelta, arrived: timedelta, caught_up: bool = False) -> Part
 
 async def test_the_embedded_watermark_follows_events_then_the_idle_clock(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        assert await current_watermark(conn, CTX, T0, kafka=False) == T0 - 5 * SECOND  # nothing yet: the clock
+        assert await current_watermark(conn, CTX, T0, kafka_topics=None) == T0 - 5 * SECOND  # nothing yet: the clock
         await watermarks.save(conn, {EMBEDDED_WATERMARK: seen(-60 * SECOND, 0 * SECOND)})
-        assert await current_watermark(conn, CTX, T0 + SECOND, kafka=False) == T0 - 65 * SECOND  # not idle
-        assert await current_watermark(conn, CTX, T0 + 10 * SECOND, kafka=False) == T0 + 5 * SECOND  # idle
+        assert await current_watermark(conn, CTX, T0 + SECOND, kafka_topics=None) == T0 - 65 * SECOND  # not idle
+        assert await current_watermark(conn, CTX, T0 + 10 * SECOND, kafka_topics=None) == T0 + 5 * SECOND  # idle
 
 
 async def test_in_kafka_mode_the_slowest_partition_decides(engine: AsyncEngine) -> None:
@@ -38,6 +39,7 @@ async def test_in_kafka_mode_the_slowest_partition_decides(engine: AsyncEngine) 
                 EMBEDDED_WATERMARK: seen(0 * SECOND, 0 * SECOND),  # an embedded past: not a partition
                 "labelloop.events:0": seen(-30 * SECOND, 0 * SECOND),
                 "labelloop.predictions:0": seen(-90 * SECOND, 0 * SECOND),
+                "retired.topic:0": seen(-900 * SECOND, 0 * SECOND),  # no longer consumed: left out
             },
         )
-        assert await current_watermark(conn, CTX, T0 + SECOND, kafka=True) == T0 - 95 * SECOND
+        assert await current_watermark(conn, CTX, T0 + SECOND, kafka_topics=TOPICS) == T0 - 95 * SECOND

@@ -42,6 +42,7 @@ def add_to(
 ) -> None:
     for score, label in rows:
         p = part(task, score, label)
+        assert p is not None
         for i, value in enumerate(p.sums):
             sums[i] += sign * value
         if p.bin is not None:
