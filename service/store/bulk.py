@@ -129,3 +129,21 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
         f' WHERE t."{key}" = u."{key}"'
     )
     await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+
+
+async def upsert_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
+    """INSERT every row (all with the same keys, none twice), or where a row with its `key` is
+    stored, set that row's other columns to its values."""
+    if not rows:
+        return
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}"' for n in names)
+    assignments = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n != key)
+    conflict = f' ON CONFLICT ("{key}") DO UPDATE SET {assignments}'
+    if conn.dialect.name != "postgresql":
+        marks = ", ".join("?" * len(names))
+        sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}){conflict}"
+        await conn.exec_driver_sql(sql, _tuples(table, names, rows))
+        return
+    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}{conflict}"
+    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))

@@ -10,7 +10,7 @@ from sqlalchemy import Result, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.windows import PartitionProgress, WatermarkState
-from service.store.database import dialect_insert
+from service.store.bulk import upsert_rows
 from service.store.tables import watermarks
 
 NOTHING_REPORTED = PartitionProgress(state=WatermarkState(), caught_up=False, reported_at=None)
@@ -36,14 +36,11 @@ def _progress(result: Result[Any]) -> dict[str, PartitionProgress]:
 
 
 async def save(conn: AsyncConnection, progress: dict[str, PartitionProgress]) -> None:
-    if not progress:
-        return
-    stmt = dialect_insert(conn, watermarks)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["name"],
-            set_={c: stmt.excluded[c] for c in ("max_event_time", "last_arrival_at", "caught_up", "reported_at")},
-        ),
+    """Every unit of work saves the watermark: a plain driver statement, no Core processing."""
+    await upsert_rows(
+        conn,
+        watermarks,
+        "name",
         [  # in name order, so that writers touching several rows never wait on each other in a cycle
             {
                 "name": name,

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.store.bulk import insert_rows, update_rows
-from service.store.tables import dataset_seqs, label_history
+from service.store.bulk import insert_rows, update_rows, upsert_rows
+from service.store.tables import dataset_seqs, label_history, watermarks
 from tests.conftest import T0
 
 
@@ -79,3 +79,17 @@ async def test_rows_of_a_single_column(engine: AsyncEngine) -> None:
         await insert_rows(conn, dataset_seqs, [{"use_case": "a"}, {"use_case": "b"}])
         stored = (await conn.execute(select(dataset_seqs).order_by(dataset_seqs.c.use_case))).all()
     assert [(r.use_case, r.last_seq) for r in stored] == [("a", 0), ("b", 0)]
+
+
+async def test_upsert_rows_inserts_new_keys_and_replaces_the_rest_of_stored_ones(engine: AsyncEngine) -> None:
+    def mark(name: str, newest: datetime | None, caught_up: bool) -> dict[str, object]:
+        return {"name": name, "max_event_time": newest, "last_arrival_at": T0, "caught_up": caught_up} | {
+            "reported_at": None
+        }
+
+    async with engine.begin() as conn:
+        await upsert_rows(conn, watermarks, "name", [mark("a", T0, False)])
+        later = T0.astimezone(timezone(timedelta(hours=-5))) + timedelta(seconds=1)
+        await upsert_rows(conn, watermarks, "name", [mark("a", later, True), mark("b", None, False)])
+        rows = {r.name: (r.max_event_time, r.caught_up) for r in await conn.execute(select(watermarks))}
+    assert rows == {"a": (T0 + timedelta(seconds=1), True), "b": (None, False)}
