@@ -147,3 +147,27 @@ async def upsert_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
         return
     sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}{conflict}"
     await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+
+
+async def values_by_key(
+    conn: AsyncConnection, table: Table, key: str, column: str, keys: Sequence[str]
+) -> dict[str, Any]:
+    """{key: column} of the stored rows whose `key` is one of `keys` (a text column): a plain
+    driver statement per 1,000 keys, one array parameter on PostgreSQL."""
+    found: dict[str, Any] = {}
+    for start in range(0, len(keys), 1000):  # SQLite takes at most 32,766 parameters
+        chunk = list(keys[start : start + 1000])
+        select = f'SELECT "{key}", "{column}" FROM {table.name} WHERE "{key}"'
+        params: tuple[Any, ...]
+        if conn.dialect.name == "postgresql":
+            sql, params = f"{select} = ANY($1::varchar[])", (chunk,)
+        else:
+            sql, params = f"{select} IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+        rows: Sequence[Any] = (await conn.exec_driver_sql(sql, params)).all()
+        found.update({stored_key: value for stored_key, value in rows})
+    return found
+
+
+def driver_time(conn: AsyncConnection, value: datetime) -> Any:
+    """A UTC instant as a driver parameter compared with stored UTCDateTime values."""
+    return value if conn.dialect.name == "postgresql" else _sqlite_datetime(value)

@@ -5,20 +5,19 @@ their predictions or kept as orphans."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.model import Disposition, EventRecord, Evidence, Phase, PredictionRecord, event_time
 from service.core.quality import model_output
 from service.core.validation import InvalidRecord, check_event, check_prediction
 from service.core.windows import deadlines
-from service.store.bulk import insert_rows
-from service.store.database import one_of
+from service.store.bulk import insert_rows, values_by_key
 from service.store.labels import Labeler
 from service.store.orphans import join_orphans
-from service.store.records import IngestResult, Keyed, Rejected, chunks, content_hash, split_duplicates
+from service.store.records import IngestResult, Keyed, Rejected, content_hash, split_duplicates
 from service.store.state import OpenPrediction
 from service.store.stats import Stat, served_hour
 from service.store.tables import events, predictions
@@ -140,15 +139,6 @@ async def _fresh(
 ) -> tuple[list[Keyed], list[IngestResult]]:
     """The records not stored yet, and each submission's accepted and duplicate counts."""
     keyed = [[(getattr(r, key), content_hash(r), r) for r in records] for records in submissions]
-    stored = await _stored_hashes(conn, table.c[key], table.c.content_hash, keyed)
+    ids = sorted({k for records in keyed for k, _, _ in records})
+    stored = await values_by_key(conn, table, key, "content_hash", ids)
     return split_duplicates(key, keyed, stored)
-
-
-async def _stored_hashes(
-    conn: AsyncConnection, key_column: Any, hash_column: Any, submissions: list[list[Keyed]]
-) -> dict[str, str]:
-    stored: dict[str, str] = {}
-    for chunk in chunks(sorted({key for keyed in submissions for key, _, _ in keyed})):
-        result = await conn.execute(select(key_column, hash_column).where(one_of(conn, key_column, chunk)))
-        stored.update({key: digest for key, digest in result})
-    return stored

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from service.core.windows import phase_at
+from service.store.bulk import driver_time
 from service.store.labels import PREDICTION_COLUMNS, Labeler, prediction_from_row
 from service.store.state import OpenPrediction
 from service.store.tables import predictions
@@ -38,15 +39,19 @@ async def _due(labeler: Labeler, watermark: datetime, limit: int) -> list[OpenPr
     """The predictions whose deadline the watermark passed, earliest first; SKIP LOCKED:
     concurrent sweepers (Kafka joiners) each close a window exactly once. With a state, only
     their ids are read: the rest is known."""
-    query = select(*PREDICTION_COLUMNS) if labeler.state is None else select(predictions.c.prediction_id)
-    result = await labeler.conn.execute(
-        query.where(predictions.c.deadline <= watermark)
-        .order_by(predictions.c.deadline)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    conn = labeler.conn
     if labeler.state is None:
+        result = await conn.execute(
+            select(*PREDICTION_COLUMNS)
+            .where(predictions.c.deadline <= watermark)
+            .order_by(predictions.c.deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         return [labeler.seen.get(row.prediction_id) or labeler.saw(prediction_from_row(row)) for row in result]
-    ids = [row.prediction_id for row in result]
+    # The embedded writer: ids only, by a plain driver statement (every unit of work runs it).
+    mark, lock = ("$1", " FOR UPDATE SKIP LOCKED") if conn.dialect.name == "postgresql" else ("?", "")
+    sql = f"SELECT prediction_id FROM predictions WHERE deadline <= {mark} ORDER BY deadline LIMIT {int(limit)}{lock}"
+    ids = [pid for (pid,) in (await conn.exec_driver_sql(sql, (driver_time(conn, watermark),))).all()]
     known = await labeler.load_predictions(ids)
     return [known[pid] for pid in ids]
