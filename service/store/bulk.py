@@ -20,6 +20,7 @@ from sqlalchemy import JSON, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.store.records import CHUNK
 from service.store.types import UTCDateTime
 
 Row = dict[str, Any]
@@ -155,8 +156,8 @@ async def values_by_key(
     """{key: column} of the stored rows whose `key` is one of `keys` (a text column): a plain
     driver statement per 1,000 keys, one array parameter on PostgreSQL."""
     found: dict[str, Any] = {}
-    for start in range(0, len(keys), 1000):  # SQLite takes at most 32,766 parameters
-        chunk = list(keys[start : start + 1000])
+    for start in range(0, len(keys), CHUNK):
+        chunk = list(keys[start : start + CHUNK])
         select = f'SELECT "{key}", "{column}" FROM {table.name} WHERE "{key}"'
         params: tuple[Any, ...]
         if conn.dialect.name == "postgresql":
