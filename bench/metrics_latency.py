@@ -19,7 +19,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -420,17 +420,30 @@ def scenario(workdir: Path, n_events: int, postgres: bool = True) -> list[Figure
         if stored != stats.events() or sum(stored.values()) != n_events:
             raise AssertionError(f"events stored {stored}, generated {stats.events()}")
         label = f"{n_events:,} events, {sum(rows.values()):,} stat rows"
-        with server(workdir, db=db) as url:
-            figures = measure(url, stats, since, "feedback-loop metrics (embedded, SQLite)", label)
-        if pg:
-            settings = Settings(
-                database_url=pg[1].replace("postgresql://", "postgresql+asyncpg://"), migrate_on_start=False
-            )
-            with server(workdir, settings=settings) as url:
-                figures += measure(url, stats, since, "feedback-loop metrics (PostgreSQL)", label)
+        return on_each_store(
+            workdir, db, pg, "feedback-loop metrics", lambda url, name: measure(url, stats, since, name, label)
+        )
     finally:
-        if pg:
-            asyncio.run(_drop_pg(pg[0]))
-        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            path.unlink(missing_ok=True)
+        discard(db, pg)
+
+
+def on_each_store(
+    workdir: Path, db: Path, pg: tuple[str, str] | None, scenario: str, run: Callable[[str, str], list[Figure]]
+) -> list[Figure]:
+    """run(url, scenario name) against a server on the SQLite file, then (pg: its scratch database
+    and DSN) one on PostgreSQL."""
+    with server(workdir, db=db) as url:
+        figures = run(url, f"{scenario} (embedded, SQLite)")
+    if pg:
+        url_pg = pg[1].replace("postgresql://", "postgresql+asyncpg://")
+        with server(workdir, settings=Settings(database_url=url_pg, migrate_on_start=False)) as url:
+            figures += run(url, f"{scenario} (PostgreSQL)")
     return figures
+
+
+def discard(db: Path, pg: tuple[str, str] | None) -> None:
+    """Drop the scratch PostgreSQL database and remove the SQLite files."""
+    if pg:
+        asyncio.run(_drop_pg(pg[0]))
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        path.unlink(missing_ok=True)

@@ -23,10 +23,8 @@ import asyncpg
 import httpx
 
 from bench.export import migrate as migrate_sqlite
-from bench.ingest import server
-from bench.metrics_latency import HOURS, _create_pg, _drop_pg, _p, latencies
+from bench.metrics_latency import HOURS, _create_pg, _p, discard, latencies, on_each_store
 from bench.report import Figure
-from service.config import Settings
 from service.core.quality import SUMS, part
 
 POOL = 1 << 14  # distinct (score, label) rows per model
@@ -178,20 +176,9 @@ def scenario(workdir: Path, n_events: int, postgres: bool = True) -> list[Figure
         counts = asyncio.run(fill(db, pg[1] if pg else None, n_events, now))
         print(f"quality: filled in {time.perf_counter() - started:.1f} s", flush=True)
         label = f"{n_events:,} labeled events"
-        with server(workdir, db=db) as url:
-            figures = measure(url, counts, now, "model quality (embedded, SQLite)", label)
-        if pg:
-            settings = Settings(
-                database_url=pg[1].replace("postgresql://", "postgresql+asyncpg://"), migrate_on_start=False
-            )
-            with server(workdir, settings=settings) as url:
-                figures += measure(url, counts, now, "model quality (PostgreSQL)", label)
+        return on_each_store(workdir, db, pg, "model quality", lambda url, name: measure(url, counts, now, name, label))
     finally:
-        if pg:
-            asyncio.run(_drop_pg(pg[0]))
-        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            path.unlink(missing_ok=True)
-    return figures
+        discard(db, pg)
 
 
 if __name__ == "__main__":  # one scenario alone: python -m bench.quality_latency [N]
