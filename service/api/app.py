@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service.api import errors
 from service.api.access_log import AccessLog
 from service.api.auth import Guard
+from service.api.fast_path import IngestFastPath
 from service.api.faults import Faults
 from service.api.routes import advice, dashboard, ingest, keys, ops, quality, reads, schema, subjects
 from service.api.runtime import Runtime
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
         openapi_url=None,
     )
     errors.install(app)
+    app.add_middleware(IngestFastPath, routes=ingest.router.routes)
     app.add_middleware(Faults)
     app.add_middleware(AccessLog)  # outermost: it sees the status Faults answered
     app.include_router(ingest.router)

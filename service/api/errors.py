@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,44 +87,75 @@ def from_validation_error(exc: ValidationError | RequestValidationError, prefix:
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
 
 
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """The router's own answers (no such route, wrong method) in the same shape as ours."""
+    error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+    detail = [problem(["path"], f"{request.method} {request.url.path}: {exc.detail}")]
+    return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    detail = [problem(err["loc"], err["msg"], type=err["type"]) for err in exc.errors()]
+    return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
+
+
+def _conflict(_: Request, exc: RecordConflict) -> JSONResponse:
+    detail = [problem(["body", exc.field], exc.reason, ids=exc.ids)]
+    return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
+
+
+def _broker_unavailable(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+    detail = [problem(["kafka"], f"{exc}; nothing was accepted, retry the whole request")]
+    return JSONResponse(
+        {"error": "broker_unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
+def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+    detail = [problem(["server"], f"overloaded: {exc}; nothing was stored, retry after 1 s")]
+    return JSONResponse({"error": "overloaded", "detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+
+def _invalid_record(request: Request, exc: InvalidRecord) -> JSONResponse:
+    collection, index, field = exc.loc
+    loc: list[str | int] = ["body", collection, index, field]
+    if not getattr(request.state, "batch", True):
+        loc = ["body", field]
+    return JSONResponse({"error": "validation_error", "detail": [problem(loc, exc.reason)]}, status_code=422)
+
+
+_ANSWERS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
+    StarletteHTTPException: _http_error,
+    BadRequest: _bad_request,
+    RequestValidationError: _request_validation,
+    RecordConflict: _conflict,
+    BrokerUnavailable: _broker_unavailable,
+    Overloaded: _overloaded,
+    InvalidRecord: _invalid_record,
+}
+
+
+def answer(request: Request, exc: Exception) -> JSONResponse | None:
+    """The JSON answer to an exception a route raised, None for one that is a fault (service/api/faults.py)."""
+    for kind in type(exc).__mro__:
+        render = _ANSWERS.get(kind)
+        if render is not None:
+            return render(request, exc)
+    return None
+
+
+def _handler(render: Callable[[Request, Any], JSONResponse]) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:  # async: not run in a thread
+        return render(request, exc)
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """The router's own answers (no such route, wrong method) in the same shape as ours."""
-        error = _HTTP_ERRORS.get(exc.status_code, "http_error")
-        detail = [problem(["path"], f"{request.method} {request.url.path}: {exc.detail}")]
-        return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(BadRequest)
-    async def _bad_request(_: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [problem(err["loc"], err["msg"], type=err["type"]) for err in exc.errors()]
-        return JSONResponse({"error": "validation_error", "detail": detail}, status_code=422)
-
-    @app.exception_handler(RecordConflict)
-    async def _conflict(_: Request, exc: RecordConflict) -> JSONResponse:
-        detail = [problem(["body", exc.field], exc.reason, ids=exc.ids)]
-        return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
-
-    @app.exception_handler(BrokerUnavailable)
-    async def _broker_unavailable(_: Request, exc: BrokerUnavailable) -> JSONResponse:
-        detail = [problem(["kafka"], f"{exc}; nothing was accepted, retry the whole request")]
-        return JSONResponse(
-            {"error": "broker_unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"}
-        )
-
-    @app.exception_handler(Overloaded)
-    async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        detail = [problem(["server"], f"overloaded: {exc}; nothing was stored, retry after 1 s")]
-        return JSONResponse({"error": "overloaded", "detail": detail}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(InvalidRecord)
-    async def _invalid_record(request: Request, exc: InvalidRecord) -> JSONResponse:
-        collection, index, field = exc.loc
-        loc: list[str | int] = ["body", collection, index, field]
-        if not getattr(request.state, "batch", True):
-            loc = ["body", field]
-        return JSONResponse({"error": "validation_error", "detail": [problem(loc, exc.reason)]}, status_code=422)
+    """The answers of `_ANSWERS` for the routes FastAPI routes (the ingest fast path calls answer())."""
+    for kind, render in _ANSWERS.items():
+        app.add_exception_handler(kind, _handler(render))
