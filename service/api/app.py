@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> FastA
                 await stack.enter_async_context(writer_lease(db.engine, exclusive=True))
                 ticker = asyncio.create_task(runtime.run_ticker(), name="labelloop-window-sweep")
                 stack.push_async_callback(_cancel, ticker)
+            # What start-up made (modules, the app: 120-150k objects) lives as long as the process;
+            # frozen, a full collection no longer scans it (measured: a 65-100 ms pause of every request).
+            gc.freeze()
             yield
 
     app = FastAPI(

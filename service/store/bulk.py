@@ -9,6 +9,7 @@ without Core's per-parameter processing.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -17,13 +18,16 @@ from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Table
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.records import CHUNK
+from service.store.sqlite_inline import InlineConnection
 from service.store.types import UTCDateTime
 
 Row = dict[str, Any]
+Params = tuple[Any, ...] | list[tuple[Any, ...]]
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 _SQLITE = sqlite.dialect()
 
@@ -95,6 +99,27 @@ def _unnest(table: Table, names: Sequence[str]) -> str:
     return "unnest(" + ", ".join(f"${i}::{_column_codec(table, n)[0]}[]" for i, n in enumerate(names, 1)) + ")"
 
 
+def _inline(conn: AsyncConnection) -> InlineConnection | None:
+    """The embedded writer's own SQLite connection under `conn`, if it is one."""
+    sync = conn.sync_connection
+    driver = None if sync is None or sync.closed else sync.connection.driver_connection
+    return driver if isinstance(driver, InlineConnection) else None
+
+
+async def run(conn: AsyncConnection, sql: str, params: Params = ()) -> list[Any]:
+    """A plain driver statement, run once per tuple when `params` is a list; its rows. On the
+    embedded writer's inline SQLite connection, without SQLAlchemy's execution context (a unit
+    of work runs about 13 of these); its errors raised as SQLAlchemy's, as they would be."""
+    inline = _inline(conn)
+    if inline is None:
+        result = await conn.exec_driver_sql(sql, params)
+        return list(result.all()) if result.returns_rows else []
+    try:
+        return await inline.run(sql, params)
+    except sqlite3.Error as exc:
+        raise sa_exc.DBAPIError.instance(sql, params, exc, sqlite3.Error, hide_parameters=True) from exc
+
+
 async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row]) -> None:
     """INSERT every row (all with the same keys)."""
     if not rows:
@@ -103,12 +128,10 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row]) 
     columns = ", ".join(f'"{n}"' for n in names)
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" * len(names))
-        await conn.exec_driver_sql(
-            f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", _tuples(table, names, rows)
-        )
+        await run(conn, f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", _tuples(table, names, rows))
         return
     sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}"
-    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+    await run(conn, sql, tuple(_arrays(table, names, rows)))
 
 
 async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
@@ -121,7 +144,7 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
     if conn.dialect.name != "postgresql":
         assignments = ", ".join(f'"{n}" = ?' for n in targets)
         sql = f'UPDATE {table.name} SET {assignments} WHERE "{key}" = ?'
-        await conn.exec_driver_sql(sql, _tuples(table, [*targets, key], rows))
+        await run(conn, sql, _tuples(table, [*targets, key], rows))
         return
     assignments = ", ".join(f'"{n}" = u."{n}"' for n in targets)
     aliases = ", ".join(f'"{n}"' for n in names)
@@ -129,7 +152,7 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
         f"UPDATE {table.name} AS t SET {assignments} FROM {_unnest(table, names)} AS u({aliases})"
         f' WHERE t."{key}" = u."{key}"'
     )
-    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+    await run(conn, sql, tuple(_arrays(table, names, rows)))
 
 
 async def upsert_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
@@ -144,10 +167,10 @@ async def upsert_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" * len(names))
         sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}){conflict}"
-        await conn.exec_driver_sql(sql, _tuples(table, names, rows))
+        await run(conn, sql, _tuples(table, names, rows))
         return
     sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}{conflict}"
-    await conn.exec_driver_sql(sql, tuple(_arrays(table, names, rows)))
+    await run(conn, sql, tuple(_arrays(table, names, rows)))
 
 
 async def values_by_key(
@@ -164,7 +187,7 @@ async def values_by_key(
             sql, params = f"{select} = ANY($1::varchar[])", (chunk,)
         else:
             sql, params = f"{select} IN ({', '.join('?' * len(chunk))})", tuple(chunk)
-        rows: Sequence[Any] = (await conn.exec_driver_sql(sql, params)).all()
+        rows = await run(conn, sql, params)
         found.update({stored_key: value for stored_key, value in rows})
     return found
 

@@ -18,7 +18,7 @@ from service.core.model import Decision, Disposition, Evidence, LabelStatus, Pha
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.windows import Deadlines, event_timing
-from service.store.bulk import insert_rows, update_rows
+from service.store.bulk import insert_rows, run, update_rows
 from service.store.database import one_of
 from service.store.quality import QualityDelta
 from service.store.records import chunks, source_json
@@ -57,8 +57,7 @@ async def reserve_seqs(conn: AsyncConnection, use_case: str, count: int) -> rang
     """Hand out `count` dataset seqs for a use case, in order (a plain driver statement: every
     unit of work that changes a label runs it)."""
     marks = ("$1", "$2") if conn.dialect.name == "postgresql" else ("?", "?")
-    result = await conn.exec_driver_sql(_RESERVE.format(*marks), (use_case, count))
-    last: int = result.scalar_one()
+    [(last,)] = await run(conn, _RESERVE.format(*marks), (use_case, count))
     return range(last - count + 1, last + 1)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
 from service.core.policy import LabelKind
+from service.store.bulk import run
 from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, stat_counters
 
 
@@ -127,7 +128,7 @@ async def merge_rows(conn: AsyncConnection, table: Table, values: Mapping[tuple[
         if combine != "add" or any(row):
             rows.append((*key, *row))
     if rows:
-        await conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table, combine), rows)
+        await run(conn, _upsert_sql(conn.dialect.name, table, combine), rows)
 
 
 async def flush(conn: AsyncConnection, delta: StatsDelta) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from service.core.windows import phase_at
-from service.store.bulk import driver_time
+from service.store.bulk import driver_time, run
 from service.store.labels import PREDICTION_COLUMNS, Labeler, prediction_from_row
 from service.store.state import OpenPrediction
 from service.store.tables import predictions
@@ -24,14 +24,15 @@ async def sweep(labeler: Labeler, watermark: datetime | None, limit: int, batch:
         return False
     moved = 0
     while moved < limit:
-        due = await _due(labeler, watermark, min(batch, limit - moved))
-        if not due:
-            return False
+        asked = min(batch, limit - moved)
+        due = await _due(labeler, watermark, asked)
         for pred in due:
             pred.phase = phase_at(pred.deadline, watermark)
             pred.touched = True
         await labeler.relabel(due)
         moved += len(due)
+        if len(due) < asked:  # none left due (or left to a concurrent sweeper): no statement to ask again
+            return False
     return True
 
 
@@ -52,6 +53,6 @@ async def _due(labeler: Labeler, watermark: datetime, limit: int) -> list[OpenPr
     # The embedded writer: ids only, by a plain driver statement (every unit of work runs it).
     mark, lock = ("$1", " FOR UPDATE SKIP LOCKED") if conn.dialect.name == "postgresql" else ("?", "")
     sql = f"SELECT prediction_id FROM predictions WHERE deadline <= {mark} ORDER BY deadline LIMIT {int(limit)}{lock}"
-    ids = [pid for (pid,) in (await conn.exec_driver_sql(sql, (driver_time(conn, watermark),))).all()]
+    ids = [pid for (pid,) in await run(conn, sql, (driver_time(conn, watermark),))]
     known = await labeler.load_predictions(ids)
     return [known[pid] for pid in ids]

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from service.store import bulk
 from service.store.database import Database, Timeouts, create_writer_engine
 
 
@@ -103,3 +104,26 @@ async def test_the_loop_runs_while_another_process_holds_the_write_lock(db: Data
     assert _rows(db) == [(1, "theirs"), (2, "ours")]
     # The writer waited about 0.5 s for the lock; a loop blocked by it would not have ticked.
     assert ticks >= 10, f"the event loop ticked {ticks} times while the writer waited"
+
+
+async def test_bulk_statements_run_on_the_sqlite_connection_itself(db: Database) -> None:
+    """bulk.run() bypasses SQLAlchemy's execution on the inline connection: a list of tuples runs
+    once per tuple, rows come back as tuples, the transaction is the unit's, and an error is
+    SQLAlchemy's, as through exec_driver_sql, without the record's values in its message."""
+    async with db.write() as conn:
+        await bulk.run(conn, "INSERT INTO t (id, v) VALUES (?, ?)", [(1, "a"), (2, "secret")])
+        assert await bulk.run(conn, "SELECT id, v FROM t WHERE id >= ?", (2,)) == [(2, "secret")]
+        assert _rows(db) == []  # inside the unit's transaction
+        with pytest.raises(IntegrityError) as raised:
+            await bulk.run(conn, "INSERT INTO t (id, v) VALUES (?, ?)", [(2, "secret")])
+        assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+        assert "secret" not in str(raised.value)
+    assert _rows(db) == [(1, "a"), (2, "secret")]
+
+
+async def test_bulk_statements_of_other_connections_go_through_sqlalchemy(db: Database) -> None:
+    async with db.engine.begin() as conn:  # aiosqlite: not the writer's inline connection
+        await bulk.run(conn, "INSERT INTO t (id, v) VALUES (?, ?)", [(3, "c")])
+        assert await bulk.run(conn, "SELECT v FROM t") == [("c",)]
+        with pytest.raises(IntegrityError):
+            await bulk.run(conn, "INSERT INTO t (id, v) VALUES (?, ?)", (3, "c"))
