@@ -27,6 +27,7 @@ from service.store.sqlite_inline import InlineConnection
 from service.store.types import UTCDateTime
 
 Row = dict[str, Any]
+_UNSEEN = object()
 Params = tuple[Any, ...] | list[tuple[Any, ...]]
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 _SQLITE = sqlite.dialect()
@@ -78,11 +79,18 @@ def _tuples(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[tup
     getter = itemgetter(*names)
     values = getter if len(names) > 1 else lambda row: (getter(row),)  # itemgetter of one gives the value
     converted = [(i, codec) for i, name in enumerate(names) if (codec := _sqlite_codec(table, name)) is not None]
+    # A unit's rows share many values (its time, its watermark): each column converts a value
+    # once while the next row holds the same object.
+    last: list[Any] = [_UNSEEN] * len(converted)
+    done: list[Any] = [None] * len(converted)
     tuples = []
     for row in rows:
         params = list(values(row))
-        for i, convert in converted:
-            params[i] = convert(params[i])
+        for n, (i, convert) in enumerate(converted):
+            value = params[i]
+            if value is not last[n]:
+                last[n], done[n] = value, convert(value)
+            params[i] = done[n]
         tuples.append(tuple(params))
     return tuples
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.core.labels import CurrentLabel
@@ -45,9 +45,10 @@ class OpenPrediction:
     model_version: str = ""
     score: float | None = None
 
-    @property
-    def hour(self) -> int:
-        return served_hour(self.served_at)
+    hour: int = field(init=False)  # served_hour(served_at), which every count of it asks for
+
+    def __post_init__(self) -> None:
+        self.hour = served_hour(self.served_at)
 
     def copy(self) -> OpenPrediction:
         """An independent copy (dataclasses.replace costs five times as much)."""
