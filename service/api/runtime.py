@@ -129,15 +129,11 @@ class Runtime:
         ctx = self.context
         return feedback.WatermarkTimes(ctx.allowed_disorder, ctx.idle_timeout, ctx.owner_timeout)
 
-    @property
-    def kafka_topics(self) -> tuple[str, str] | None:
-        return self.settings.kafka_topics
-
     async def refresh_gauges(self) -> None:
         """Gauges read from the store at scrape time: they hold for every process writing to it."""
         async with self.db.read() as conn:
             pending = await feedback.pending_by_use_case(conn)
-            state = await feedback.pipeline(conn, self.clock(), self.watermark_times, self.kafka_topics)
+            state = await feedback.pipeline(conn, self.clock(), self.watermark_times, self.settings.kafka_topics)
             tasks = {name: p.task for name, p in self.policies.use_cases.items() if p.output_path is not None}
             recent = served_hour(self.clock() - QUALITY_GAUGE_HOURS)
             self.telemetry.set_quality(await quality.latest(conn, tasks, recent))

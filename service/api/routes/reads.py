@@ -85,7 +85,9 @@ async def _estimate(runtime: RuntimeDep, conn: AsyncConnection, f: dataset.Datas
     if f.final_only:  # no provisional row to estimate
         return Estimate(None, None)
     use_case, as_of = f.use_case, f.as_of
-    now = await feedback.current_watermark(conn, runtime.clock(), runtime.watermark_times, runtime.kafka_topics)
+    now = await feedback.current_watermark(
+        conn, runtime.clock(), runtime.watermark_times, runtime.settings.kafka_topics
+    )
     mark = now if as_of is None else await dataset.watermark_at(conn, use_case, as_of)
     curve = await runtime.flip_curves.curve(conn, use_case, runtime.policies.use_cases[use_case], now)
     return Estimate(curve, mark)
@@ -244,5 +246,5 @@ async def get_models(
 async def get_pipeline(runtime: RuntimeDep) -> Response:
     """The watermark and its lag; in Kafka mode each partition's progress; the dead letters."""
     async with runtime.db.read() as conn:
-        report = await feedback.pipeline(conn, runtime.clock(), runtime.watermark_times, runtime.kafka_topics)
+        report = await feedback.pipeline(conn, runtime.clock(), runtime.watermark_times, runtime.settings.kafka_topics)
     return _json(report)
