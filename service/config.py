@@ -104,7 +104,11 @@ class Settings(BaseSettings):
     )
     kafka_idempotence: bool = Field(True, description="Idempotent producer (needs broker support).")
     kafka_compression: str | None = "gzip"
-    kafka_linger: Duration = timedelta(milliseconds=5)
+    kafka_linger: Duration = Field(
+        timedelta(0),
+        description="The producer's linger.ms. The API's group commit already batches concurrent requests "
+        "into one produce and waits for its acks before the next: a linger only delays every group.",
+    )
     kafka_session_timeout: Duration = timedelta(seconds=10)
     kafka_max_records: Annotated[int, Ge(1)] = 5000
     kafka_owner_timeout: Duration = Field(
