@@ -1,6 +1,6 @@
 """Model quality kept as labels change: each unit of work takes back what a prediction's previous
 label added and adds what its new one adds (service/core/quality.py), per served hour and day,
-and merges that into quality_sums and quality_bins on flush, like the stats beside it. Reads
+and merges that into quality_sums and quality_bins at its end, with the stats (stats.merge_all). Reads
 answer the figures of a range of served hours or days from those rows, never from predictions."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from service.core.labels import CurrentLabel
 from service.core.policy import UseCasePolicy
 from service.core.quality import SUMS, Part, binary_figures, part, regression_figures
 from service.store.state import OpenPrediction
-from service.store.stats import hour_start, merge_rows
+from service.store.stats import Merge, hour_start, merge
 from service.store.tables import quality_bins, quality_sums
 
 Bucket = Literal["1h", "1d"]
@@ -74,14 +74,16 @@ def _by_bucket(hourly: Mapping[tuple[HourKey, int], list[float]]) -> dict[tuple[
     return rows
 
 
-async def flush(conn: AsyncConnection, delta: QualityDelta) -> None:
-    """Add the delta to the tables (counts as integers: the float sums of ±1 are whole)."""
+def merges(delta: QualityDelta) -> list[Merge]:
+    """The delta as merges into its tables (counts as integers: the float sums of ±1 are whole)."""
+    found = []
     if delta.sums:
         sums = _by_bucket({(key, -1): values for key, values in delta.sums.items()})
-        await merge_rows(conn, quality_sums, {k[:-1]: (round(v[0]), *v[1:]) for k, v in sums.items()}, "add")
+        found.append(merge(quality_sums, {k[:-1]: (round(v[0]), *v[1:]) for k, v in sums.items()}, "add"))
     if delta.bins:
         bins = _by_bucket(delta.bins)
-        await merge_rows(conn, quality_bins, {k: (round(v[0]), round(v[1]), v[2]) for k, v in bins.items()}, "add")
+        found.append(merge(quality_bins, {k: (round(v[0]), round(v[1]), v[2]) for k, v in bins.items()}, "add"))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

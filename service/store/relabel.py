@@ -187,8 +187,7 @@ async def relabel_batch(
                 for p in rescheduled
             ],
         )
-        await stats.flush(conn, labeler.stats)
-        await quality.flush(conn, labeler.quality)
+        await stats.merge_all(conn, [*stats.merges(labeler.stats), *quality.merges(labeler.quality)])
     return report
 
 
