@@ -107,9 +107,8 @@ class Settings(BaseSettings):
     kafka_linger: Duration = Field(
         timedelta(0),
         description="The producer's linger.ms. The API's group commit already batches concurrent requests "
-        "into one produce and waits for its acks before the next, so a linger delays every group (5 ms: "
-        "2.6x fewer single-record requests/s, measured on Tansu, which closed the last windows after "
-        "traffic stopped about 500 ms sooner; bench/findings.md).",
+        "into one produce and waits for its acks before the next, so a linger only delays every group "
+        "(5 ms: 2.6x fewer single-record requests/s; bench/findings.md).",
     )
     kafka_session_timeout: Duration = timedelta(seconds=10)
     kafka_max_records: Annotated[int, Ge(1)] = 5000
