@@ -127,7 +127,7 @@ async def _apply(
         if state is not None:  # the embedded writer, alone in writing: it may remember the answer
             orphans_absent = await orphans.none_waiting(conn)
     more_due = await windows.sweep(labeler, watermark, ctx.sweep_limit)
-    await stats.merge_all(conn, [*stats.merges(labeler.stats), *quality.merges(labeler.quality)])
+    await stats.merge_all(conn, [*stats.merges_of(labeler.stats), *quality.merges_of(labeler.quality)])
     return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due, orphans_absent)
 
 

@@ -74,7 +74,7 @@ def _by_bucket(hourly: Mapping[tuple[HourKey, int], list[float]]) -> dict[tuple[
     return rows
 
 
-def merges(delta: QualityDelta) -> list[Merge]:
+def merges_of(delta: QualityDelta) -> list[Merge]:
     """The delta as merges into its tables (counts as integers: the float sums of ±1 are whole)."""
     found = []
     if delta.sums:

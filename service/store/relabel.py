@@ -187,7 +187,7 @@ async def relabel_batch(
                 for p in rescheduled
             ],
         )
-        await stats.merge_all(conn, [*stats.merges(labeler.stats), *quality.merges(labeler.quality)])
+        await stats.merge_all(conn, [*stats.merges_of(labeler.stats), *quality.merges_of(labeler.quality)])
     return report
 
 

@@ -177,7 +177,7 @@ async def merge_all(conn: AsyncConnection, merges: Sequence[Merge]) -> None:
     await run(conn, _postgres_sql(tuple((m.table, m.combine) for m in merges)), columns)
 
 
-def merges(delta: StatsDelta) -> list[Merge]:
+def merges_of(delta: StatsDelta) -> list[Merge]:
     """The delta's counters and delay histograms, as merges into their tables."""
     found = [merge(stat_counters, delta.counters, "add")]
     if delta.buckets:
