@@ -103,8 +103,11 @@ def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> list[lis
     return arrays
 
 
-def _unnest(table: Table, names: Sequence[str]) -> str:
-    return "unnest(" + ", ".join(f"${i}::{_column_codec(table, n)[0]}[]" for i, n in enumerate(names, 1)) + ")"
+def unnest(table: Table, names: Sequence[str], first: int = 1) -> str:
+    """The rows of one array parameter per column, typed as the table's columns; the first array
+    is parameter `first` (a statement of several unnests numbers them on)."""
+    marks = enumerate(names, first)
+    return "unnest(" + ", ".join(f"${i}::{_column_codec(table, n)[0]}[]" for i, n in marks) + ")"
 
 
 def _inline(conn: AsyncConnection) -> InlineConnection | None:
@@ -138,7 +141,7 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row]) 
         marks = ", ".join("?" * len(names))
         await run(conn, f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", _tuples(table, names, rows))
         return
-    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}"
+    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {unnest(table, names)}"
     await run(conn, sql, tuple(_arrays(table, names, rows)))
 
 
@@ -157,7 +160,7 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
     assignments = ", ".join(f'"{n}" = u."{n}"' for n in targets)
     aliases = ", ".join(f'"{n}"' for n in names)
     sql = (
-        f"UPDATE {table.name} AS t SET {assignments} FROM {_unnest(table, names)} AS u({aliases})"
+        f"UPDATE {table.name} AS t SET {assignments} FROM {unnest(table, names)} AS u({aliases})"
         f' WHERE t."{key}" = u."{key}"'
     )
     await run(conn, sql, tuple(_arrays(table, names, rows)))
@@ -177,7 +180,7 @@ async def upsert_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
         sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}){conflict}"
         await run(conn, sql, _tuples(table, names, rows))
         return
-    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {_unnest(table, names)}{conflict}"
+    sql = f"INSERT INTO {table.name} ({columns}) SELECT * FROM {unnest(table, names)}{conflict}"
     await run(conn, sql, tuple(_arrays(table, names, rows)))
 
 

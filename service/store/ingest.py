@@ -20,7 +20,7 @@ from service.core.windows import (
     observe,
     partition_watermark,
 )
-from service.store import intake, orphans, quality, stats, tables, watermarks, windows
+from service.store import intake, orphans, tables, watermarks, windows
 from service.store.database import dialect_insert
 from service.store.labels import Labeler
 from service.store.records import IngestResult, Rejected
@@ -127,7 +127,7 @@ async def _apply(
         if state is not None:  # the embedded writer, alone in writing: it may remember the answer
             orphans_absent = await orphans.none_waiting(conn)
     more_due = await windows.sweep(labeler, watermark, ctx.sweep_limit)
-    await stats.merge_all(conn, [*stats.merges_of(labeler.stats), *quality.merges_of(labeler.quality)])
+    await labeler.flush()
     return UnitResult(results, list(labeler.seen.values()), labeler.stats, watermark, more_due, orphans_absent)
 
 

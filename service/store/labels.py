@@ -18,6 +18,7 @@ from service.core.model import Decision, Disposition, Evidence, LabelStatus, Pha
 from service.core.policy import LabelKind, PolicySet
 from service.core.resolution import resolve
 from service.core.windows import Deadlines, event_timing
+from service.store import quality, stats
 from service.store.bulk import insert_rows, run, update_rows
 from service.store.database import one_of
 from service.store.quality import QualityDelta
@@ -257,6 +258,10 @@ class Labeler:
             pred.stored_phase = pred.phase
             pred.needs_seq = False
             pred.touched = False
+
+    async def flush(self) -> None:
+        """Merge what the unit counted into the stats and model-quality tables."""
+        await stats.merge_all(self.conn, [*stats.merges_of(self.stats), *quality.merges_of(self.quality)])
 
     def _row_values(self, pred: OpenPrediction) -> dict[str, Any]:
         label = pred.current

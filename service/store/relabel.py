@@ -26,7 +26,7 @@ from service.clock import utcnow
 from service.core.model import Disposition, Evidence, LabelStatus, Phase
 from service.core.relabeling import RelabelReport, rejudge
 from service.core.windows import deadlines, phase_at
-from service.store import feedback, quality, stats
+from service.store import feedback
 from service.store.bulk import update_rows
 from service.store.database import Database, one_of
 from service.store.ingest import LabelContext
@@ -187,7 +187,7 @@ async def relabel_batch(
                 for p in rescheduled
             ],
         )
-        await stats.merge_all(conn, [*stats.merges_of(labeler.stats), *quality.merges_of(labeler.quality)])
+        await labeler.flush()
     return report
 
 

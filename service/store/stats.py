@@ -16,12 +16,11 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Column, Table
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.histogram import bucket_of
 from service.core.policy import LabelKind
-from service.store.bulk import run
+from service.store.bulk import run, unnest
 from service.store.tables import delay_buckets, delay_buckets_daily, delay_max, stat_counters
 
 
@@ -56,7 +55,6 @@ LABEL_STATS = {stat: kind for kind, stat in _LABEL_STAT_OF.items()}
 # Event outcomes also exported to Prometheus as they happen.
 EVENT_OUTCOMES = (Stat.TOO_LATE, Stat.CLOCK_SKEW, Stat.INVALID_EVENTS, Stat.ORPHANS_EXPIRED)
 
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 NO_EVENT_TYPE = ""
 NO_USE_CASE = ""  # orphans that expired before any prediction told their use case
 
@@ -152,14 +150,12 @@ def _sqlite_sql(table: Table, combine: str) -> str:
 @cache
 def _postgres_sql(targets: tuple[tuple[Table, str], ...]) -> str:
     """One statement for every merge: each a data-modifying CTE over one array per column."""
-    steps, mark = [], 0
+    steps, first = [], 1
     for i, (table, combine) in enumerate(targets):
-        arrays = []
-        for column in _in_row_order(table):
-            mark += 1
-            arrays.append(f"${mark}::{column.type.compile(dialect=_PG)}[]")
-        source = "SELECT * FROM unnest(" + ", ".join(arrays) + ")"
+        names = [c.name for c in _in_row_order(table)]
+        source = f"SELECT * FROM {unnest(table, names, first)}"
         steps.append(f"m{i} AS ({_upsert(table, combine, source, 'greatest')})")
+        first += len(names)
     return "WITH " + ", ".join(steps) + " SELECT 1"
 
 
