@@ -1,13 +1,13 @@
 """The JSON parser for what apps send: what a lenient parser would silently change is refused.
 
 orjson (like most parsers) keeps the last of duplicate keys and turns an integer beyond 64 bits
-into a float; the standard library's parser, with hooks, tells us instead, but costs about twice
-as much as orjson with the checks below (7.4 against 4.9 µs for a 250-byte prediction, this
-machine, 2026-12-03). So orjson parses first, and a document is taken from it only when nothing it could have
-changed is in sight: as many members as key-ending quotes in the text (a duplicate key makes
-fewer), every integer within 64 bits and no float as large as 2**63 (an integer orjson turned
-into a float). Anything else, and every document orjson refuses, goes to the standard library's
-parser, whose verdict and message stand.
+into a float; the standard library's parser, with hooks, tells us instead, but takes 7.4 µs for
+a 250-byte prediction where orjson with the checks below takes 4.9 (measured here, 2026-12-03).
+So orjson parses first, and its document is taken only when nothing it could have
+changed is in sight: as many members as key-ending quotes in the text (a repeated key leaves
+fewer members), every integer within 64 bits, no float as large as 2**63 (an integer orjson
+turned into a float). Anything else, and every document orjson refuses, goes to the standard
+library's parser, whose verdict and message stand.
 """
 
 from __future__ import annotations
