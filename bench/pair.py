@@ -74,6 +74,21 @@ def _kafka(broker: Broker) -> dict[str, str]:
     }
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _in_turn(trees: dict[str, Path], number: int) -> list[tuple[str, Path]]:
+    """The trees in alternating order from round to round: drift within a session favours neither."""
+    pairs = list(trees.items())
+    return pairs if number % 2 == 0 else pairs[::-1]
+
+
 def _serving(tree: Path, values: dict[str, str], measure: Callable[[str], Any]) -> Any:
     port = free_port()
     with (LOGS / "serve.log").open("ab") as out:
@@ -89,8 +104,7 @@ def _serving(tree: Path, values: dict[str, str], measure: Callable[[str], Any]) 
         _wait_healthy(url)
         return measure(url)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        _stop(process)
 
 
 def _single(url: str) -> dict[str, tuple[int, float]]:
@@ -107,9 +121,19 @@ def http(trees: dict[str, Path], rounds: int) -> None:
         for number in range(rounds):
             with bare_route(LOGS) as url:
                 print("bare", number, _single(url), flush=True)
-            for label, tree in trees.items():
-                sqlite = {"LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{LOGS / uuid.uuid4().hex}.db"}
-                print(label, number, "sqlite", _serving(tree, sqlite, _single), flush=True)
+            for label, tree in _in_turn(trees, number):
+                db = LOGS / f"{uuid.uuid4().hex}.db"
+                try:
+                    print(
+                        label,
+                        number,
+                        "sqlite",
+                        _serving(tree, {"LABELLOOP_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}, _single),
+                        flush=True,
+                    )
+                finally:
+                    for path in LOGS.glob(f"{db.name}*"):
+                        path.unlink()
                 for mode, extra in (("postgres", {}), ("kafka", _kafka(broker))):
                     name, url = _fresh_database(tree)
                     values = {"LABELLOOP_DATABASE_URL": url, "LABELLOOP_MIGRATE_ON_START": "false", **extra}
@@ -126,7 +150,8 @@ async def _until_final(database: str, records: int, predictions: int, joiner: su
     conn = await asyncpg.connect(f"{SERVER}/{database}")
     try:
         first = None
-        while True:
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
             done, final = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM predictions) + (SELECT count(*) FROM events),"
                 " (SELECT count(*) FROM predictions WHERE label_status = 'final')"
@@ -139,6 +164,7 @@ async def _until_final(database: str, records: int, predictions: int, joiner: su
             if joiner.poll() is not None:
                 raise RuntimeError(f"the joiner exited; see {LOGS / 'consume.log'}")
             await asyncio.sleep(0.2)
+        raise RuntimeError(f"labels not final after 30 minutes; see {LOGS / 'consume.log'}")
     finally:
         await conn.close()
 
@@ -158,7 +184,7 @@ def joiner(trees: dict[str, Path], rounds: int, predictions: int) -> None:
     records = len(work.predictions) + len(work.events)
     try:
         for number in range(rounds):
-            for label, tree in trees.items():
+            for label, tree in _in_turn(trees, number):
                 name, url = _fresh_database(tree)
                 kafka = _kafka(broker)
                 topics = Settings(
@@ -183,8 +209,7 @@ def joiner(trees: dict[str, Path], rounds: int, predictions: int) -> None:
                     right = "right" if positives == work.expected_positive else f"WRONG: {positives} positives"
                     print(label, number, "joiner", f"{rate:,.0f} records/s, labels {right}", flush=True)
                 finally:
-                    process.terminate()
-                    process.wait(timeout=30)
+                    _stop(process)
                     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         broker.stop()
@@ -198,6 +223,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--predictions", type=int, default=25_000, help="joiner: each with one event")
     args = parser.parse_args()
+    if args.predictions < 10_000:  # fewer are all committed before the first look: no rate to measure
+        parser.error("--predictions: at least 10,000")
     LOGS.mkdir(exist_ok=True)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     if args.what == "http":

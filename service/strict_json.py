@@ -21,6 +21,7 @@ import orjson
 
 INT64 = range(-(2**63), 2**63)
 _TWO_63 = 2**63
+_FAST_DEPTH = 256  # deeper documents go to the checked parser, as they did before the fast path
 # Where a member's key ends: its closing quote, whitespace, the colon. An escaped quote before a
 # colon inside a string matches too: more matches than members, and the slow path decides.
 _KEY_END = re.compile(rb'"[ \t\n\r]*:')
@@ -74,11 +75,14 @@ def loads(raw: bytes) -> Any:
 
 def _members_if_plain(value: Any) -> int:
     """The object members in a parsed document, or -1 if a number in it may not be what the text
-    said (an integer beyond 64 bits, kept as such or turned into a float)."""
+    said (an integer beyond 64 bits, kept as such or turned into a float) or it nests deeper than
+    _FAST_DEPTH (orjson takes 1,024 levels; the checked parser's recursion may refuse fewer)."""
     members = 0
-    containers = [value]
+    containers = [(value, 0)]
     while containers:
-        container = containers.pop()
+        container, depth = containers.pop()
+        if depth > _FAST_DEPTH:
+            return -1
         if type(container) is dict:
             members += len(container)
             items: Any = container.values()
@@ -91,7 +95,7 @@ def _members_if_plain(value: Any) -> int:
             if kind is str:
                 continue
             if kind is dict or kind is list:
-                containers.append(item)
+                containers.append((item, depth + 1))
             elif kind is int:
                 if not -_TWO_63 <= item < _TWO_63:
                     return -1

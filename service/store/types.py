@@ -20,7 +20,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is not UTC:  # most already are: astimezone would copy them
+        if value.tzinfo is not UTC:  # most already are: no call for them
             if value.tzinfo is None:
                 raise ValueError("naive datetimes are not stored: attach a timezone")
             value = value.astimezone(UTC)
