@@ -28,6 +28,7 @@ import asyncpg
 
 from bench.data import workload
 from bench.ingest import LATENCY_CONCURRENCY, SINGLE_CONCURRENCY, _wait_healthy, bare_route, load
+from bench.joiner import _progress
 from bench.kafka_env import ADMIN_DSN, preload
 from service.config import Settings
 from tests.kafka.broker import Broker, free_port
@@ -152,10 +153,7 @@ async def _until_final(database: str, records: int, predictions: int, joiner: su
         first = None
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            done, final = await conn.fetchrow(
-                "SELECT (SELECT count(*) FROM predictions) + (SELECT count(*) FROM events),"
-                " (SELECT count(*) FROM predictions WHERE label_status = 'final')"
-            )
+            done, final, _ = await _progress(conn)
             if done and first is None:
                 first = (time.perf_counter(), done)
             if done >= records and final == predictions:
